@@ -1,0 +1,45 @@
+# Each target installs what it needs into .venv on first use (uv, pinned by uv.lock).
+PYTHON ?= python3
+VENV := .venv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+STAMP := $(VENV)/.installed
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install run test check lint format bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==0.13.8
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: $(STAMP)
+
+run: install  ## start the server (embedded PostgreSQL when CHINWAG_DATABASE_URL is unset)
+	$(VENV)/bin/chinwag serve $(ARGS)
+
+test: install  ## the whole suite
+	$(VENV)/bin/pytest $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+check: lint test
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install  ## every benchmark; each prints a table
+	$(VENV)/bin/python -m bench.history
+	$(VENV)/bin/python -m bench.stream
+	$(VENV)/bin/python -m bench.tools
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from chinwag.cli import app
+
+app(prog_name="chinwag")

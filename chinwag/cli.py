@@ -1,0 +1,121 @@
+"""The `chinwag` command: serve, migrate, user management."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+import typer
+
+from chinwag.config import Settings, SettingsError, load_settings
+from chinwag.logging import configure_logging
+
+app = typer.Typer(help="chinwag: a self-hosted, multi-user chat server for LLM agents.", no_args_is_help=True)
+user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """The DSN to use; starts the embedded server (and stops it after) when none is configured."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from chinwag.db.embedded import embedded_postgres
+
+    async def _enter() -> tuple[contextlib.AbstractAsyncContextManager[str], str]:
+        cm = embedded_postgres(settings.data_dir)
+        return cm, await cm.__aenter__()
+
+    cm, dsn = asyncio.run(_enter())
+    try:
+        yield dsn
+    finally:
+        asyncio.run(cm.__aexit__(None, None, None))
+
+
+def create_app_from_env() -> object:
+    """uvicorn's factory: each worker process reads the settings once and builds its app."""
+    from chinwag.main import create_app
+
+    configure_logging()
+    return create_app(load_settings())
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(1, min=1, max=64, help="Worker processes (several need CHINWAG_REDIS_URL)."),
+    reload: bool = typer.Option(False, help="Restart on code changes (development)."),
+) -> None:
+    """Start the server (migrating the database first)."""
+    import uvicorn
+
+    configure_logging()
+    settings = _settings()
+    if workers > 1 and not settings.redis_url:
+        raise _fail("--workers > 1 needs CHINWAG_REDIS_URL (runs and events are shared through Redis)", 2)
+    with _database(settings) as dsn:
+        asyncio.run(_migrate(dsn))
+        os.environ["CHINWAG_DATABASE_URL"] = dsn
+        uvicorn.run(
+            "chinwag.cli:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers if not reload else None,
+            reload=reload,
+            log_config=None,
+            ws_max_size=1024 * 1024,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+            ws_per_message_deflate=False,
+            timeout_graceful_shutdown=10,
+        )
+
+
+async def _migrate(dsn: str) -> list[str]:
+    import asyncpg
+
+    from chinwag.db.migrate import migrate as run_migrations
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await run_migrations(conn)
+    finally:
+        await conn.close()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations, then exit."""
+    configure_logging()
+    settings = _settings()
+    try:
+        with _database(settings) as dsn:
+            applied = asyncio.run(_migrate(dsn))
+    except (OSError, ConnectionError) as exc:
+        raise _fail(f"cannot reach the database: {exc}") from None
+    typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(prog_name="chinwag")
+    sys.exit(0)

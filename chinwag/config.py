@@ -1,0 +1,167 @@
+"""Settings: read once from the environment (and an optional `.env`), frozen, passed down."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL = "gpt-4.1-mini"
+DEFAULT_CONTEXT_WINDOW = 128_000
+MiB = 1024 * 1024
+
+
+class ModelSpec(BaseModel, frozen=True):
+    """A model offered to users; `context_window` None means "look it up in the catalog"."""
+
+    id: str
+    context_window: int | None = None
+
+
+class Settings(BaseSettings):
+    """Everything chinwag reads from its environment. Build it once with `load_settings()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHINWAG_", env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    database_url: str | None = None
+    data_dir: Path = Path(".chinwag")
+    redis_url: str | None = None
+    secret_key: SecretStr | None = None
+
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    azure_openai_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("AZURE_OPENAI_API_KEY"))
+    azure_openai_endpoint: str | None = Field(default=None, validation_alias=AliasChoices("AZURE_OPENAI_ENDPOINT"))
+    openai_api_version: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_VERSION"))
+    llm_api: Literal["chat_completions", "responses"] = "chat_completions"
+
+    models: Annotated[tuple[ModelSpec, ...], NoDecode] = (ModelSpec(id=DEFAULT_MODEL),)
+    default_model: str | None = None
+    instructions: str = "You are a helpful assistant."
+    max_turns: int = Field(default=20, ge=1, le=200)
+
+    mcp_config: Path | None = None
+
+    registration: Literal["open", "first_user", "closed"] = "first_user"
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    max_upload_bytes: int = Field(default=20 * MiB, gt=0)
+    max_message_chars: int = Field(default=100_000, gt=0, le=10_000_000)
+
+    access_token_ttl_s: int = Field(default=15 * 60, gt=0)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, gt=0)
+    login_attempts_per_minute: int = Field(default=10, gt=0)
+    db_pool_size: int = Field(default=10, ge=1, le=500)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        specs = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            model_id, _, window = part.partition(":")
+            if not model_id.strip():
+                raise ValueError(f"empty model id in {part!r}")
+            if window and (not window.strip().isdigit() or int(window) <= 0):
+                raise ValueError(f"context window of {model_id!r} must be a positive integer, got {window!r}")
+            specs.append(ModelSpec(id=model_id.strip(), context_window=int(window) if window else None))
+        if not specs:
+            raise ValueError("at least one model is required")
+        return tuple(specs)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(o.strip() for o in value.split(",") if o.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check_default_model(self) -> Settings:
+        ids = [m.id for m in self.models]
+        if self.default_model is not None and self.default_model not in ids:
+            raise ValueError(f"CHINWAG_DEFAULT_MODEL {self.default_model!r} is not one of CHINWAG_MODELS {ids}")
+        return self
+
+    @property
+    def model_ids(self) -> list[str]:
+        return [m.id for m in self.models]
+
+    @property
+    def resolved_default_model(self) -> str:
+        return self.default_model or self.models[0].id
+
+    @property
+    def uses_azure(self) -> bool:
+        return self.azure_openai_endpoint is not None
+
+
+class SettingsError(Exception):
+    """Settings could not be read; the message names each offending variable."""
+
+
+_ALIASES = {
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "azure_openai_api_key": "AZURE_OPENAI_API_KEY",
+    "azure_openai_endpoint": "AZURE_OPENAI_ENDPOINT",
+    "openai_api_version": "OPENAI_API_VERSION",
+}
+
+
+def env_name(field: str) -> str:
+    return _ALIASES.get(field, f"CHINWAG_{field.upper()}")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment once; a bad value raises `SettingsError` naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            where = env_name(field) if field else "settings"
+            lines.append(f"{where}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_or_create_secret(settings: Settings) -> str:
+    """The token-signing secret: from settings, else generated once and kept in the data dir (mode 0600).
+
+    Several processes may start at once: the first to create the file wins, the others read it.
+    """
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            value = path.read_text().strip()
+            if value:
+                return value
+            time.sleep(0.02)
+        raise SettingsError(f"{path} is empty; delete it or set CHINWAG_SECRET_KEY") from None
+    value = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value

@@ -1,0 +1,51 @@
+"""The asyncpg pool, owned by the app's lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import asyncpg
+import orjson
+
+from chinwag.config import Settings
+from chinwag.db.embedded import embedded_postgres
+from chinwag.db.migrate import migrate
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=orjson.loads, schema="pg_catalog")
+
+
+@contextlib.asynccontextmanager
+async def database_url(settings: Settings) -> AsyncIterator[str]:
+    """The configured DSN, or the embedded server's while it runs."""
+    if settings.database_url:
+        yield settings.database_url
+    else:
+        async with embedded_postgres(settings.data_dir) as dsn:
+            yield dsn
+
+
+@contextlib.asynccontextmanager
+async def open_pool(dsn: str, *, size: int = 10, run_migrations: bool = True) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on `dsn`, migrated first. Connections come up lazily, so a database that is down at start-up
+    fails here, and one that goes down later only fails the requests that need it."""
+    if run_migrations:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, init=_init_connection, command_timeout=30)
+    try:
+        yield pool
+    finally:
+        await pool.close()

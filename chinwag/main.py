@@ -1,0 +1,51 @@
+"""`create_app(settings)`: the lifespan owns every resource; this module only wires."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from chinwag import __version__
+from chinwag.config import Settings, load_or_create_secret
+from chinwag.db.pool import database_url, open_pool
+from chinwag.errors import install_error_handlers
+from chinwag.middleware.request_id import RequestIdMiddleware
+from chinwag.routes import health
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the application. Nothing is opened until the lifespan starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.secret = load_or_create_secret(settings)
+        async with contextlib.AsyncExitStack() as stack:
+            dsn = await stack.enter_async_context(database_url(settings))
+            app.state.pool = await stack.enter_async_context(open_pool(dsn, size=settings.db_pool_size))
+            # Objects made during start-up live as long as the process: keep them out of full collections.
+            gc.collect()
+            gc.freeze()
+            logger.info("chinwag %s ready", __version__)
+            yield
+
+    app = FastAPI(title="chinwag", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(RequestIdMiddleware)
+
+    app.include_router(health.router)
+    return app

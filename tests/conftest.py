@@ -1,0 +1,194 @@
+"""Shared fixtures: a real PostgreSQL (one database per run), real servers on loopback ports.
+
+`CHINWAG_TEST_DATABASE_URL` names a server to create the run's database on; unset, an embedded PostgreSQL is
+started for the run. `CHINWAG_TEST_REDIS_URL` names a Redis. With `CHINWAG_REQUIRE_SERVICES=1` (CI), a service
+that is configured but unreachable, or missing, fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from chinwag.config import Settings
+from chinwag.db.embedded import embedded_postgres
+from chinwag.db.migrate import migrate
+from chinwag.main import create_app
+
+REQUIRE_SERVICES = os.environ.get("CHINWAG_REQUIRE_SERVICES") == "1"
+_TABLES = ("users", "refresh_tokens", "api_keys", "sessions", "messages", "runs", "llm_context", "files")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+async def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A PostgreSQL server to create test databases on."""
+    url = os.environ.get("CHINWAG_TEST_DATABASE_URL")
+    if url:
+        try:
+            conn = await asyncpg.connect(url, timeout=5)
+            await conn.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            pytest.fail(f"CHINWAG_TEST_DATABASE_URL is set but unreachable: {exc}")
+        yield url
+        return
+    async with embedded_postgres(tmp_path_factory.mktemp("embedded")) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+async def database_dsn(server_dsn: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test run, dropped at the end."""
+    name = f"chinwag_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = _with_database(server_dsn, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield dsn
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def db(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test database, with every table emptied first."""
+    conn = await asyncpg.connect(database_dsn)
+    await conn.execute(f"TRUNCATE {', '.join(_TABLES)} CASCADE")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("CHINWAG_TEST_REDIS_URL")
+    if not url:
+        if REQUIRE_SERVICES:
+            pytest.fail("CHINWAG_REQUIRE_SERVICES=1 but CHINWAG_TEST_REDIS_URL is unset")
+        pytest.skip("CHINWAG_TEST_REDIS_URL is unset (no Redis on this machine)")
+    return url
+
+
+@pytest.fixture
+def settings_factory(database_dsn: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for a test server; keyword arguments override fields."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_dsn,
+            "data_dir": tmp_path / "data",
+            "secret_key": "test-secret-" + "x" * 40,
+            "registration": "open",
+            "db_pool_size": 4,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+@dataclass
+class RunningServer:
+    """A chinwag app served by a real uvicorn on a loopback port."""
+
+    app: FastAPI
+    url: str
+    server: uvicorn.Server
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://", 1)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[RunningServer]:
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws_max_size=1024 * 1024
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("server stopped during start-up")
+            await asyncio.sleep(0.01)
+        yield RunningServer(app=app, url=f"http://127.0.0.1:{port}", server=server)
+    finally:
+        server.should_exit = True
+        await task
+
+
+ServerFactory = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def server_factory(
+    db: asyncpg.Connection, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[ServerFactory]:
+    """Start chinwag servers (settings overrides as keywords); all are stopped after the test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(**overrides: Any) -> RunningServer:
+            return await stack.enter_async_context(serve(create_app(settings_factory(**overrides))))
+
+        yield start
+
+
+@pytest.fixture
+async def server(server_factory: ServerFactory) -> RunningServer:
+    return await server_factory()
+
+
+@pytest.fixture
+async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+async def root_client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+        yield c
