@@ -9,6 +9,9 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from chinwag.config import Settings
+from chinwag.errors import InvalidToken, Unauthorized
+from chinwag.schemas.users import User
+from chinwag.services.auth_service import AuthService
 
 
 def get_settings(conn: HTTPConnection) -> Settings:
@@ -23,3 +26,25 @@ def get_pool(conn: HTTPConnection) -> asyncpg.Pool:
 
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
+
+
+def get_auth_service(conn: HTTPConnection) -> AuthService:
+    auth: AuthService = conn.app.state.auth
+    return auth
+
+
+def get_current_user(conn: HTTPConnection) -> User:
+    """The caller (see `AuthMiddleware`): 401 `unauthorized` without a token, `invalid_token` with a bad one."""
+    state = conn.scope.get("state", {})
+    user: User | None = state.get("user")
+    if user is not None:
+        return user
+    headers = {"WWW-Authenticate": "Bearer"}
+    error: str | None = state.get("auth_error")
+    if error:
+        raise InvalidToken(error, headers=headers)
+    raise Unauthorized("Authentication is required: send Authorization: Bearer <token>.", headers=headers)
+
+
+Auth = Annotated[AuthService, Depends(get_auth_service)]
+CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -14,8 +14,11 @@ from chinwag import __version__
 from chinwag.config import Settings, load_or_create_secret
 from chinwag.db.pool import database_url, open_pool
 from chinwag.errors import install_error_handlers
+from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.request_id import RequestIdMiddleware
-from chinwag.routes import health
+from chinwag.routes import auth, health
+from chinwag.services.auth_service import AuthService
+from chinwag.services.rate_limit import InMemoryRateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,10 @@ def create_app(settings: Settings) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             dsn = await stack.enter_async_context(database_url(settings))
             app.state.pool = await stack.enter_async_context(open_pool(dsn, size=settings.db_pool_size))
+            app.state.rate_limiter = InMemoryRateLimiter()
+            app.state.auth = AuthService(
+                pool=app.state.pool, settings=settings, secret=app.state.secret, limiter=app.state.rate_limiter
+            )
             # Objects made during start-up live as long as the process: keep them out of full collections.
             gc.collect()
             gc.freeze()
@@ -38,6 +45,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="chinwag", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+    # Innermost of the middleware: a 503 it may answer still passes through CORS and request ids.
+    app.add_middleware(AuthMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -48,4 +57,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
 
     app.include_router(health.router)
+    app.include_router(auth.router, prefix="/api/v1")
     return app

@@ -192,3 +192,58 @@ async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
 async def root_client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
         yield c
+
+
+@dataclass
+class TestUser:
+    """A user registered and signed in through the real API."""
+
+    __test__ = False  # not a test class, despite the name
+
+    id: str
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+    headers: dict[str, str]
+
+
+TEST_PASSWORD = "correct horse battery staple"
+UserFactory = Callable[..., Awaitable[TestUser]]
+
+
+@pytest.fixture
+def user_factory(db: asyncpg.Connection) -> UserFactory:
+    """`await user_factory(server, email=None, *, admin=False)`: register + log in over HTTP (registration must be
+    open on that server, as it is by default in tests); `admin=True` then promotes the user in the database."""
+
+    async def make(server: RunningServer, email: str | None = None, *, admin: bool = False) -> TestUser:
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        async with httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=30) as c:
+            registered = await c.post("/auth/register", json={"email": email, "password": TEST_PASSWORD})
+            assert registered.status_code == 201, registered.text
+            if admin:
+                await db.execute("UPDATE users SET role = 'admin' WHERE id = $1", uuid.UUID(registered.json()["id"]))
+            login = await c.post("/auth/login", json={"email": email, "password": TEST_PASSWORD})
+            assert login.status_code == 200, login.text
+        tokens = login.json()
+        return TestUser(
+            id=tokens["user"]["id"],
+            email=tokens["user"]["email"],
+            password=TEST_PASSWORD,
+            access_token=tokens["access_token"],
+            refresh_token=tokens["refresh_token"],
+            headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        )
+
+    return make
+
+
+@pytest.fixture
+async def alice(server: RunningServer, user_factory: UserFactory) -> TestUser:
+    return await user_factory(server, "alice@example.com")
+
+
+@pytest.fixture
+async def bob(server: RunningServer, user_factory: UserFactory) -> TestUser:
+    return await user_factory(server, "bob@example.com")

@@ -1,0 +1,185 @@
+"""SQL for users, refresh_tokens and api_keys. Rows become schema models here and go no further."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from chinwag.schemas.users import ApiKey, User
+
+Conn = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
+OneConn = asyncpg.Connection | PoolConnectionProxy
+
+# Serializes registrations that depend on whether any user exists yet (first_user mode).
+_FIRST_USER_LOCK = 0x63_77_5F_75_73_65_72
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(
+        id=str(row["id"]),
+        email=row["email"],
+        display_name=row["display_name"],
+        role=row["role"],
+        created_at=row["created_at"],
+    )
+
+
+def _api_key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(
+        id=str(row["id"]),
+        name=row["name"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+    )
+
+
+class EmailTaken(Exception):
+    """A user with this email (compared case-insensitively) exists."""
+
+
+async def insert_user(
+    conn: OneConn,
+    *,
+    email: str,
+    password_hash: str,
+    display_name: str,
+    role: Literal["admin", "user"],
+) -> User:
+    try:
+        row = await conn.fetchrow(
+            "INSERT INTO users (email, password_hash, display_name, role) VALUES ($1, $2, $3, $4)"
+            " RETURNING id, email, display_name, role, created_at",
+            email,
+            password_hash,
+            display_name,
+            role,
+        )
+    except asyncpg.UniqueViolationError:
+        raise EmailTaken(email) from None
+    assert row is not None
+    return _user(row)
+
+
+async def lock_first_user(conn: OneConn) -> bool:
+    """Inside a transaction: take the registration lock and say whether any user exists."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _FIRST_USER_LOCK)
+    exists: bool = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users)")
+    return exists
+
+
+async def any_user(conn: Conn) -> bool:
+    exists: bool = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users)")
+    return exists
+
+
+async def get_user(conn: Conn, user_id: uuid.UUID) -> User | None:
+    row = await conn.fetchrow("SELECT id, email, display_name, role, created_at FROM users WHERE id = $1", user_id)
+    return _user(row) if row else None
+
+
+async def get_login(conn: Conn, email: str) -> tuple[User, str] | None:
+    """The user with this email and their password hash."""
+    row = await conn.fetchrow(
+        "SELECT id, email, display_name, role, created_at, password_hash FROM users WHERE lower(email) = lower($1)",
+        email,
+    )
+    return (_user(row), row["password_hash"]) if row else None
+
+
+async def set_password_hash(conn: Conn, user_id: uuid.UUID, password_hash: str) -> None:
+    await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+
+
+# --- refresh tokens ---
+
+
+async def insert_refresh_token(
+    conn: Conn, *, user_id: uuid.UUID, family_id: uuid.UUID, token_hash: bytes, expires_at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO refresh_tokens (user_id, family_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
+        user_id,
+        family_id,
+        token_hash,
+        expires_at,
+    )
+
+
+@dataclass(frozen=True)
+class SpentToken:
+    user_id: uuid.UUID
+    family_id: uuid.UUID
+
+
+async def spend_refresh_token(conn: OneConn, token_hash: bytes) -> SpentToken | None:
+    """Mark a live refresh token used (atomically: of two concurrent uses one wins). None if it was not live;
+    if it had been used before, its whole family is revoked: someone holds a copy of it."""
+    row = await conn.fetchrow(
+        "UPDATE refresh_tokens SET used_at = now()"
+        " WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()"
+        " RETURNING user_id, family_id",
+        token_hash,
+    )
+    if row is not None:
+        return SpentToken(user_id=row["user_id"], family_id=row["family_id"])
+    await conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = now()"
+        " WHERE revoked_at IS NULL AND family_id = ("
+        "   SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NOT NULL)",
+        token_hash,
+    )
+    return None
+
+
+async def revoke_refresh_family(conn: Conn, token_hash: bytes) -> None:
+    """Revoke every token of the family the given token belongs to (a logout ends that sign-in)."""
+    await conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = now()"
+        " WHERE revoked_at IS NULL AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+        token_hash,
+    )
+
+
+# --- API keys ---
+
+
+async def insert_api_key(conn: Conn, *, user_id: uuid.UUID, name: str, key_hash: bytes) -> ApiKey:
+    row = await conn.fetchrow(
+        "INSERT INTO api_keys (user_id, name, key_hash) VALUES ($1, $2, $3)"
+        " RETURNING id, name, created_at, last_used_at",
+        user_id,
+        name,
+        key_hash,
+    )
+    assert row is not None
+    return _api_key(row)
+
+
+async def list_api_keys(conn: Conn, user_id: uuid.UUID) -> list[ApiKey]:
+    rows = await conn.fetch(
+        "SELECT id, name, created_at, last_used_at FROM api_keys WHERE user_id = $1 ORDER BY created_at, id",
+        user_id,
+    )
+    return [_api_key(r) for r in rows]
+
+
+async def delete_api_key(conn: Conn, *, user_id: uuid.UUID, key_id: uuid.UUID) -> bool:
+    status: str = await conn.execute("DELETE FROM api_keys WHERE id = $1 AND user_id = $2", key_id, user_id)
+    return status == "DELETE 1"
+
+
+async def user_by_api_key(conn: Conn, key_hash: bytes) -> User | None:
+    """The owner of a key; marks it used, at most once a minute so that busy keys do not write on every call."""
+    row = await conn.fetchrow(
+        "WITH k AS (SELECT id, user_id, last_used_at FROM api_keys WHERE key_hash = $1),"
+        " touched AS (UPDATE api_keys SET last_used_at = now() FROM k"
+        "   WHERE api_keys.id = k.id AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute'))"
+        " SELECT u.id, u.email, u.display_name, u.role, u.created_at FROM users u JOIN k ON u.id = k.user_id",
+        key_hash,
+    )
+    return _user(row) if row else None

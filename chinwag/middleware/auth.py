@@ -1,0 +1,103 @@
+"""Bearer tokens and API keys to a `User`, for HTTP and WebSocket alike.
+
+The middleware never refuses a request itself: it records who the caller is (`scope["state"]["user"]`, a `User` or
+None) and, for a token that did not check out, why (`scope["state"]["auth_error"]`). Routes that need a user say so
+with the `CurrentUser` dependency; the chat WebSocket calls `user_from_scope` and closes with 4401 itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import asyncpg
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from chinwag.errors import InvalidToken, error_body
+from chinwag.schemas.users import User
+
+if TYPE_CHECKING:
+    from chinwag.services.auth_service import AuthService
+
+logger = logging.getLogger(__name__)
+
+MAX_TOKEN_LENGTH = 4096
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The token of `Authorization: Bearer ...`, or for a WebSocket also of `?token=`; None when absent."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer":
+                bearer: str = token.strip()
+                return bearer
+            return ""
+    if scope["type"] == "websocket":
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        tokens = query.get("token")
+        if tokens:
+            first: str = tokens[0].strip()
+            return first
+    return None
+
+
+def user_from_scope(scope: Scope) -> User | None:
+    """The authenticated user of a request or WebSocket, or None (then `auth_error_from_scope` may say why)."""
+    user: User | None = scope.get("state", {}).get("user")
+    return user
+
+
+def auth_error_from_scope(scope: Scope) -> str | None:
+    error: str | None = scope.get("state", {}).get("auth_error")
+    return error
+
+
+class AuthMiddleware:
+    """Resolves the caller once per request or WebSocket, through `app.state.auth` (an `AuthService`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["user"] = None
+        state["auth_error"] = None
+        token = bearer_token(scope)
+        if token is not None:
+            if not token or len(token) > MAX_TOKEN_LENGTH:
+                state["auth_error"] = "The bearer token is missing or malformed."
+            else:
+                auth: AuthService = scope["app"].state.auth
+                try:
+                    state["user"] = await auth.authenticate(token)
+                except InvalidToken as exc:
+                    state["auth_error"] = exc.detail
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                    logger.warning("cannot check a bearer token: the database is unavailable", exc_info=True)
+                    if scope["type"] == "http":
+                        await _unavailable(send)
+                        return
+                    state["auth_error"] = "Authentication is unavailable right now."
+        await self.app(scope, receive, send)
+
+
+async def _unavailable(send: Send) -> None:
+    body = orjson.dumps(error_body("The database is unavailable: try again shortly.", "unavailable"))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"5"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

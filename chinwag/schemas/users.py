@@ -1,0 +1,126 @@
+"""Users, tokens and API keys on the wire."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+MAX_EMAIL = 254
+MAX_DISPLAY_NAME = 100
+MAX_KEY_NAME = 100
+MAX_TOKEN = 1024
+
+
+def _storable(value: str) -> str:
+    """PostgreSQL text takes neither NUL nor lone surrogates; refuse them here rather than fail later."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no unpaired surrogates)") from None
+    return value
+
+
+def normalize_email(value: str) -> str:
+    """Emails compare case-insensitively; they are stored trimmed and lower-cased."""
+    email = _storable(value).strip().lower()
+    local, at, domain = email.rpartition("@")
+    if not at or not local or not domain or "." not in domain.strip(".") or domain.startswith("."):
+        raise ValueError("is not a valid email address")
+    if any(c.isspace() or not c.isprintable() for c in email):
+        raise ValueError("is not a valid email address")
+    return email
+
+
+def _display_name(value: str) -> str:
+    name = " ".join(_storable(value).split())
+    if not name:
+        raise ValueError("must not be blank")
+    if not name.isprintable():
+        raise ValueError("must contain printable characters only")
+    return name
+
+
+def validate_password(value: str) -> str:
+    return _storable(value)
+
+
+Email = Annotated[str, Field(min_length=3, max_length=MAX_EMAIL), AfterValidator(normalize_email)]
+Password = Annotated[str, Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD), AfterValidator(validate_password)]
+DisplayName = Annotated[str, Field(min_length=1, max_length=MAX_DISPLAY_NAME), AfterValidator(_display_name)]
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TOKEN)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class User(BaseModel):
+    """A user as clients see it (never the password hash)."""
+
+    id: str
+    email: str
+    display_name: str
+    role: Literal["admin", "user"]
+    created_at: datetime
+
+
+class Tokens(BaseModel):
+    """What a login or refresh returns. `expires_in` is the access token's lifetime in seconds."""
+
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    user: User
+
+
+class RegisterRequest(_Request):
+    email: Email
+    password: Password
+    display_name: DisplayName | None = None
+
+
+class LoginRequest(_Request):
+    # Only bounded here: a password shorter than today's minimum may still be a valid old one.
+    email: Annotated[str, Field(min_length=1, max_length=MAX_EMAIL), AfterValidator(_storable)]
+    password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD), AfterValidator(_storable)]
+
+
+class RefreshRequest(_Request):
+    refresh_token: Secret
+
+
+class LogoutRequest(_Request):
+    refresh_token: Secret
+
+
+class ApiKeyCreate(_Request):
+    name: DisplayName
+
+
+class ApiKey(BaseModel):
+    """An API key as listed: the key itself is shown only once, at creation."""
+
+    id: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+
+
+class ApiKeyCreated(BaseModel):
+    """A new API key, with the key (shown this once)."""
+
+    id: str
+    name: str
+    key: str
+    created_at: datetime
+
+
+class ApiKeyList(BaseModel):
+    items: list[ApiKey]

@@ -1,0 +1,1 @@
+"""Services: the domain logic between routes and the database, LLM and MCP layers."""

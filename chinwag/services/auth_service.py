@@ -1,0 +1,257 @@
+"""Accounts and credentials: registration, login, refresh-token rotation, API keys, and turning a bearer token
+into a `User`.
+
+Access tokens are short-lived JWTs (HS256 only). Refresh tokens and API keys are random strings of which only the
+sha256 is stored. Argon2id hashing is CPU-heavy, so it runs in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import asyncpg
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from chinwag.config import Settings
+from chinwag.db import users as db
+from chinwag.errors import Conflict, InvalidCredentials, InvalidToken, NotFound, RateLimited, RegistrationClosed
+from chinwag.schemas.users import ApiKey, ApiKeyCreated, Tokens, User
+from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
+
+logger = logging.getLogger(__name__)
+
+JWT_ALGORITHM = "HS256"
+API_KEY_PREFIX = "cw_"
+REFRESH_TOKEN_PREFIX = "cwr_"
+LOGIN_WINDOW_S = 60.0
+
+
+def sha256(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8")).digest()
+
+
+def _parse_uuid(value: object) -> uuid.UUID | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+class PasswordHashing:
+    """Argon2id via argon2-cffi, run in a thread. Owns the dummy hash that unknown emails are checked against,
+    so that a wrong email costs as long as a wrong password."""
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self._hasher = hasher or PasswordHasher()
+        self._dummy: str | None = None
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        if password_hash is None:
+            if self._dummy is None:
+                self._dummy = await self.hash(secrets.token_urlsafe(16))
+            password_hash = self._dummy
+            await asyncio.to_thread(self._check, password_hash, password)
+            return False
+        return await asyncio.to_thread(self._check, password_hash, password)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return self._hasher.check_needs_rehash(password_hash)
+
+    def _check(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+class AuthService:
+    """Everything about who a caller is. Built once by the lifespan (`app.state.auth`)."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        secret: str,
+        limiter: RateLimiter,
+        passwords: PasswordHashing | None = None,
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._secret = secret
+        self._limiter = limiter
+        self._passwords = passwords or PasswordHashing()
+
+    # --- accounts ---
+
+    async def register(self, *, email: str, password: str, display_name: str | None) -> User:
+        """Create an account as the registration mode allows. In `first_user` mode the first account is the
+        admin and registration closes behind it; concurrent first registrations are serialized by a lock."""
+        mode = self._settings.registration
+        if mode == "closed":
+            raise RegistrationClosed()
+        if mode == "first_user" and await db.any_user(self._pool):
+            raise RegistrationClosed()
+        password_hash = await self._passwords.hash(password)
+        name = display_name or email.partition("@")[0]
+        async with self._pool.acquire() as conn, conn.transaction():
+            role: Literal["admin", "user"] = "user"
+            if mode == "first_user":
+                if await db.lock_first_user(conn):
+                    raise RegistrationClosed()
+                role = "admin"
+            return await self._insert(conn, email=email, password_hash=password_hash, display_name=name, role=role)
+
+    async def create_user(
+        self, *, email: str, password: str, display_name: str | None = None, admin: bool = False
+    ) -> User:
+        """Create an account whatever the registration mode (the `chinwag user create` command)."""
+        password_hash = await self._passwords.hash(password)
+        name = display_name or email.partition("@")[0]
+        async with self._pool.acquire() as conn:
+            return await self._insert(
+                conn, email=email, password_hash=password_hash, display_name=name, role="admin" if admin else "user"
+            )
+
+    async def _insert(
+        self,
+        conn: db.OneConn,
+        *,
+        email: str,
+        password_hash: str,
+        display_name: str,
+        role: Literal["admin", "user"],
+    ) -> User:
+        try:
+            user = await db.insert_user(
+                conn, email=email, password_hash=password_hash, display_name=display_name, role=role
+            )
+        except db.EmailTaken:
+            raise Conflict("A user with this email already exists.") from None
+        logger.info("user %s created (role %s)", user.id, role)
+        return user
+
+    async def login(self, *, email: str, password: str, client: str | None) -> Tokens:
+        """Check a password and sign in. Attempts are limited per account and per client address; a successful
+        attempt does not count against either."""
+        email = email.strip().lower()
+        limit = self._settings.login_attempts_per_minute
+        keys = [f"login:account:{email}"] + ([f"login:addr:{client}"] if client else [])
+        taken: list[str] = []
+        for key in keys:
+            wait = await self._limiter.acquire(key, limit=limit, window_s=LOGIN_WINDOW_S)
+            if wait:
+                for done in taken:
+                    await self._limiter.release(done)
+                raise RateLimited("Too many login attempts: try again later.", retry_after=retry_after_seconds(wait))
+            taken.append(key)
+        found = await db.get_login(self._pool, email)
+        ok = await self._passwords.verify(found[1] if found else None, password)
+        if not ok or found is None:
+            raise InvalidCredentials("Wrong email or password.")
+        for key in taken:
+            await self._limiter.release(key)
+        user, password_hash = found
+        if self._passwords.needs_rehash(password_hash):
+            await db.set_password_hash(self._pool, uuid.UUID(user.id), await self._passwords.hash(password))
+        return await self._issue(user, family_id=uuid.uuid4())
+
+    async def refresh(self, *, refresh_token: str) -> Tokens:
+        """Rotate a refresh token. A token presented twice revokes its whole family (it was copied)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            spent = await db.spend_refresh_token(conn, sha256(refresh_token))
+        if spent is None:
+            raise InvalidToken("The refresh token is invalid, expired or already used.")
+        user = await db.get_user(self._pool, spent.user_id)
+        if user is None:
+            raise InvalidToken("The refresh token is invalid, expired or already used.")
+        return await self._issue(user, family_id=spent.family_id)
+
+    async def logout(self, *, refresh_token: str) -> None:
+        """End the sign-in the refresh token belongs to. Unknown or dead tokens are fine (idempotent)."""
+        await db.revoke_refresh_family(self._pool, sha256(refresh_token))
+
+    async def _issue(self, user: User, *, family_id: uuid.UUID) -> Tokens:
+        refresh_token = REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        expires_at = datetime.now(UTC) + timedelta(seconds=self._settings.refresh_token_ttl_s)
+        await db.insert_refresh_token(
+            self._pool,
+            user_id=uuid.UUID(user.id),
+            family_id=family_id,
+            token_hash=sha256(refresh_token),
+            expires_at=expires_at,
+        )
+        return Tokens(
+            access_token=self.access_token(user),
+            refresh_token=refresh_token,
+            expires_in=self._settings.access_token_ttl_s,
+            user=user,
+        )
+
+    def access_token(self, user: User) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": user.id,
+            "typ": "access",
+            "iat": now,
+            "exp": now + self._settings.access_token_ttl_s,
+            "jti": secrets.token_urlsafe(8),
+        }
+        return jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
+
+    # --- bearer tokens ---
+
+    async def authenticate(self, token: str) -> User:
+        """The user a bearer token (access token or API key) stands for; `InvalidToken` otherwise."""
+        if token.startswith(API_KEY_PREFIX):
+            user = await db.user_by_api_key(self._pool, sha256(token))
+            if user is None:
+                raise InvalidToken("The API key is invalid or was deleted.")
+            return user
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[JWT_ALGORITHM],
+                options={"require": ["exp", "iat", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("The access token has expired.") from None
+        except jwt.InvalidTokenError:
+            raise InvalidToken("The access token is invalid.") from None
+        user_id = _parse_uuid(claims.get("sub"))
+        if claims.get("typ") != "access" or user_id is None:
+            raise InvalidToken("The access token is invalid.")
+        user = await db.get_user(self._pool, user_id)
+        if user is None:
+            raise InvalidToken("The access token's user no longer exists.")
+        return user
+
+    # --- API keys ---
+
+    async def create_api_key(self, *, user: User, name: str) -> ApiKeyCreated:
+        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        row = await db.insert_api_key(self._pool, user_id=uuid.UUID(user.id), name=name, key_hash=sha256(key))
+        return ApiKeyCreated(id=row.id, name=row.name, key=key, created_at=row.created_at)
+
+    async def list_api_keys(self, *, user: User) -> list[ApiKey]:
+        return await db.list_api_keys(self._pool, uuid.UUID(user.id))
+
+    async def delete_api_key(self, *, user: User, key_id: str) -> None:
+        parsed = _parse_uuid(key_id)
+        if parsed is None or not await db.delete_api_key(self._pool, user_id=uuid.UUID(user.id), key_id=parsed):
+            raise NotFound("No such API key.")
