@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -37,17 +38,10 @@ def _database(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    from chinwag.db.embedded import embedded_postgres
+    from chinwag.db.embedded import embedded_server
 
-    async def _enter() -> tuple[contextlib.AbstractAsyncContextManager[str], str]:
-        cm = embedded_postgres(settings.data_dir)
-        return cm, await cm.__aenter__()
-
-    cm, dsn = asyncio.run(_enter())
-    try:
+    with embedded_server(settings.data_dir) as dsn:
         yield dsn
-    finally:
-        asyncio.run(cm.__aexit__(None, None, None))
 
 
 def create_app_from_env() -> object:
@@ -72,8 +66,12 @@ def serve(
     settings = _settings()
     if workers > 1 and not settings.redis_url:
         raise _fail("--workers > 1 needs CHINWAG_REDIS_URL (runs and events are shared through Redis)", 2)
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into a normal exit so the embedded
+    # database below is stopped too.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_quietly)
     with _database(settings) as dsn:
-        asyncio.run(_migrate(dsn))
+        _migrate_or_exit(dsn)
         os.environ["CHINWAG_DATABASE_URL"] = dsn
         uvicorn.run(
             "chinwag.cli:create_app_from_env",
@@ -91,16 +89,27 @@ def serve(
         )
 
 
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 async def _migrate(dsn: str) -> list[str]:
     import asyncpg
 
     from chinwag.db.migrate import migrate as run_migrations
 
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, timeout=10)
     try:
         return await run_migrations(conn)
     finally:
         await conn.close()
+
+
+def _migrate_or_exit(dsn: str) -> list[str]:
+    try:
+        return asyncio.run(_migrate(dsn))
+    except (TimeoutError, OSError) as exc:
+        raise _fail(f"cannot reach the database: {exc}") from None
 
 
 @app.command()
@@ -108,11 +117,8 @@ def migrate() -> None:
     """Apply pending database migrations, then exit."""
     configure_logging()
     settings = _settings()
-    try:
-        with _database(settings) as dsn:
-            applied = asyncio.run(_migrate(dsn))
-    except (OSError, ConnectionError) as exc:
-        raise _fail(f"cannot reach the database: {exc}") from None
+    with _database(settings) as dsn:
+        applied = _migrate_or_exit(dsn)
     typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
 
 
