@@ -1,0 +1,100 @@
+"""The event bus: how a run's events reach every socket of its session, and interrupts reach the run.
+
+`Bus` is the seam. `InProcessBus` serves one worker: delivery is a synchronous call into each subscriber, in
+publish order. A Redis bus (several workers) implements the same protocol with pub/sub; subscribers must not
+assume synchronous delivery, only per-channel order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One frame for a session's sockets. Run events carry `run_id` and `seq` (> 0); others have `seq` 0."""
+
+    session_id: str
+    frame: str
+    run_id: str | None = None
+    seq: int = 0
+
+
+EventHandler = Callable[[Envelope], None]
+InterruptHandler = Callable[[str], None]
+Unsubscribe = Callable[[], None]
+H = TypeVar("H")
+
+
+class Bus(Protocol):
+    """Fan-out of session events and run interrupts, within one process or across many."""
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Deliver to every subscriber of `envelope.session_id`, in publish order."""
+        ...
+
+    def subscribe(self, session_id: str, handler: EventHandler) -> Unsubscribe:
+        """Call `handler` for each envelope of the session until the returned function is called."""
+        ...
+
+    async def interrupt(self, session_id: str, run_id: str) -> None:
+        """Ask the run (wherever it runs) to stop."""
+        ...
+
+    def on_interrupt(self, session_id: str, handler: InterruptHandler) -> Unsubscribe:
+        """Call `handler(run_id)` for each interrupt of the session."""
+        ...
+
+
+class InProcessBus:
+    """`Bus` for a single worker: subscribers are called synchronously; a failing handler is logged, not spread."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, list[EventHandler]] = {}
+        self._interrupts: dict[str, list[InterruptHandler]] = {}
+
+    async def publish(self, envelope: Envelope) -> None:
+        self.publish_nowait(envelope)
+
+    def publish_nowait(self, envelope: Envelope) -> None:
+        for handler in tuple(self._events.get(envelope.session_id, ())):
+            try:
+                handler(envelope)
+            except Exception:
+                logger.exception("event handler failed for session %s", envelope.session_id)
+
+    def subscribe(self, session_id: str, handler: EventHandler) -> Unsubscribe:
+        return _add(self._events, session_id, handler)
+
+    async def interrupt(self, session_id: str, run_id: str) -> None:
+        for handler in tuple(self._interrupts.get(session_id, ())):
+            try:
+                handler(run_id)
+            except Exception:
+                logger.exception("interrupt handler failed for session %s", session_id)
+
+    def on_interrupt(self, session_id: str, handler: InterruptHandler) -> Unsubscribe:
+        return _add(self._interrupts, session_id, handler)
+
+    def subscriber_count(self, session_id: str) -> int:
+        return len(self._events.get(session_id, ())) + len(self._interrupts.get(session_id, ()))
+
+
+def _add(table: dict[str, list[H]], key: str, handler: H) -> Unsubscribe:
+    handlers = table.setdefault(key, [])
+    handlers.append(handler)
+
+    def remove() -> None:
+        try:
+            handlers.remove(handler)
+        except ValueError:
+            return
+        if not handlers and table.get(key) is handlers:
+            del table[key]
+
+    return remove

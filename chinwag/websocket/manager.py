@@ -1,0 +1,204 @@
+"""Sockets per session: each socket has its own bounded send queue and sender, so one slow or dead socket never
+holds up the others; a socket that cannot keep up is closed (1013) and its client resumes.
+
+Which run events a socket gets: those of runs that start while it is open (from seq 1), and those of a run it
+`resume`s (replayed after `after_seq`, then live). A socket that opens in the middle of a run learns of it from
+`ready.active_run` and sends `resume` to follow it. Each socket gets each seq of a run at most once and in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chinwag.websocket.bus import Bus, Envelope, Unsubscribe
+from chinwag.websocket.runs import RunBuffers
+
+logger = logging.getLogger(__name__)
+
+SEND_QUEUE_FRAMES = 4096
+REPLAY_BATCH = 32
+CLOSE_TOO_SLOW = 1013
+
+
+class FrameSink(Protocol):
+    """What a connection writes to: Starlette's `WebSocket` has these."""
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+class ResumeUnavailable(Exception):
+    """The run's events are no longer kept (or the run is unknown)."""
+
+
+@dataclass
+class _Follow:
+    """A socket's position in one run."""
+
+    last_seq: int
+    replaying: bool = False
+    held: list[Envelope] = field(default_factory=list)
+
+
+class Connection:
+    """One socket: a queue of frames to send, drained by `run_sender()`; `send()` never blocks."""
+
+    def __init__(self, sink: FrameSink, *, max_queue: int = SEND_QUEUE_FRAMES) -> None:
+        self.sink = sink
+        self.max_queue = max_queue
+        self.closed = False
+        self.too_slow = False
+        self._queue: collections.deque[str] = collections.deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._runs: dict[str, _Follow] = {}
+        self._on_kick: Callable[[], None] | None = None
+
+    # --- sending ---
+
+    def send(self, frame: str) -> None:
+        """Queue a frame; if the queue is full the socket is too slow and is closed."""
+        if self.closed:
+            return
+        if len(self._queue) >= self.max_queue:
+            self._kick()
+            return
+        self._queue.append(frame)
+        self._ready.set()
+        if len(self._queue) >= self.max_queue:
+            self._room.clear()
+
+    async def send_waiting(self, frame: str) -> None:
+        """Queue a frame, waiting for room (replay: its own pace, never a reason to drop the socket)."""
+        while len(self._queue) >= self.max_queue // 2 and not self.closed:
+            self._room.clear()
+            await self._room.wait()
+        self.send(frame)
+
+    def on_kick(self, callback: Callable[[], None]) -> None:
+        """`callback` runs when the socket is dropped for being too slow (the route cancels its handler)."""
+        self._on_kick = callback
+
+    def _kick(self) -> None:
+        if self.closed:
+            return
+        logger.info("closing a socket that cannot keep up (%d frames queued)", len(self._queue))
+        self.too_slow = True
+        self.close()
+        if self._on_kick is not None:
+            self._on_kick()
+
+    def close(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        self._ready.set()
+        self._room.set()
+
+    async def run_sender(self) -> None:
+        """Write queued frames until the connection closes. Run it next to the receive loop."""
+        while True:
+            await self._ready.wait()
+            while self._queue:
+                frame = self._queue.popleft()
+                if len(self._queue) < self.max_queue // 2:
+                    self._room.set()
+                await self.sink.send_text(frame)
+            if self.closed:
+                return
+            self._ready.clear()
+
+    # --- run events ---
+
+    def deliver(self, envelope: Envelope) -> None:
+        """A frame from the bus: session frames go out as they are; run frames follow the rules above."""
+        if envelope.run_id is None:
+            self.send(envelope.frame)
+            return
+        follow = self._runs.get(envelope.run_id)
+        if follow is None:
+            if envelope.seq != 1:
+                return  # the run began before this socket: it follows only after `resume`
+            follow = self._follow(envelope.run_id, 0)
+        if follow.replaying:
+            follow.held.append(envelope)
+            return
+        if envelope.seq > follow.last_seq:
+            follow.last_seq = envelope.seq
+            self.send(envelope.frame)
+
+    def _follow(self, run_id: str, after_seq: int) -> _Follow:
+        # One run per session at a time: positions in older runs are no longer needed.
+        if run_id not in self._runs and len(self._runs) >= 4:
+            self._runs.pop(next(iter(self._runs)))
+        follow = self._runs[run_id] = _Follow(last_seq=after_seq)
+        return follow
+
+    async def resume(self, buffers: RunBuffers, *, session_id: str, run_id: str, after_seq: int) -> int:
+        """Replay the run's frames after `after_seq`, then follow it live with no gap and no duplicate.
+
+        Live frames arriving meanwhile are held, and released after the replay: any frame published before the
+        hold began was appended to the buffer first, so the replay reads it. Returns the number of frames sent.
+        """
+        first = await buffers.read_after(run_id, session_id=session_id, after_seq=after_seq, limit=REPLAY_BATCH)
+        if first is None:
+            raise ResumeUnavailable(run_id)
+        follow = self._follow(run_id, after_seq)
+        follow.replaying = True
+        sent = 0
+        try:
+            batch: list[tuple[int, str]] | None = first
+            while batch:
+                for seq, frame in batch:
+                    if seq > follow.last_seq:
+                        follow.last_seq = seq
+                        await self.send_waiting(frame)
+                        sent += 1
+                await asyncio.sleep(0)  # let other sockets and the run itself go on
+                batch = await buffers.read_after(
+                    run_id, session_id=session_id, after_seq=follow.last_seq, limit=REPLAY_BATCH
+                )
+        finally:
+            follow.replaying = False
+            held, follow.held = follow.held, []
+            for envelope in held:
+                self.deliver(envelope)
+        return sent
+
+
+class ConnectionManager:
+    """Rooms of connections per session, fed from the bus (one subscription per session with sockets here)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._rooms: dict[str, set[Connection]] = {}
+        self._subscriptions: dict[str, Unsubscribe] = {}
+
+    def join(self, session_id: str, conn: Connection) -> None:
+        room = self._rooms.get(session_id)
+        if room is None:
+            room = self._rooms[session_id] = set()
+            self._subscriptions[session_id] = self._bus.subscribe(session_id, self._fan_out)
+        room.add(conn)
+
+    def leave(self, session_id: str, conn: Connection) -> None:
+        room = self._rooms.get(session_id)
+        if room is None:
+            return
+        room.discard(conn)
+        if not room:
+            del self._rooms[session_id]
+            self._subscriptions.pop(session_id)()
+
+    def room_size(self, session_id: str) -> int:
+        return len(self._rooms.get(session_id, ()))
+
+    def _fan_out(self, envelope: Envelope) -> None:
+        for conn in tuple(self._rooms.get(envelope.session_id, ())):
+            conn.deliver(envelope)

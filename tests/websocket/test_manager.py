@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chinwag.websocket.bus import Envelope, InProcessBus
+from chinwag.websocket.manager import Connection, ConnectionManager, ResumeUnavailable
+from chinwag.websocket.runs import MemoryRunBuffers, RunChannel
+
+
+class Sink:
+    """Records frames like a socket would; `stall` makes every send hang (a dead peer with full buffers)."""
+
+    def __init__(self, *, stall: bool = False) -> None:
+        self.frames: list[str] = []
+        self.stall = stall
+        self.closed: int | None = None
+
+    async def send_text(self, data: str) -> None:
+        if self.stall:
+            await asyncio.Event().wait()
+        self.frames.append(data)
+        await asyncio.sleep(0)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed = code
+
+
+@contextlib.asynccontextmanager
+async def connected(manager: ConnectionManager, session_id: str, sink: Sink, **kw: int) -> AsyncIterator[Connection]:
+    conn = Connection(sink, **kw)
+    manager.join(session_id, conn)
+    task = asyncio.create_task(conn.run_sender())
+    try:
+        yield conn
+    finally:
+        manager.leave(session_id, conn)
+        conn.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def settle() -> None:
+    """Let the senders drain their queues."""
+    for _ in range(500):
+        await asyncio.sleep(0)
+
+
+async def test_every_socket_of_the_session_gets_each_event_once_in_order() -> None:
+    bus = InProcessBus()
+    manager = ConnectionManager(bus)
+    buffers = MemoryRunBuffers()
+    a, b, other = Sink(), Sink(), Sink()
+    async with connected(manager, "s1", a), connected(manager, "s1", b), connected(manager, "s2", other):
+        await buffers.open("r1", "s1")
+        channel = RunChannel(run_id="r1", session_id="s1", buffers=buffers, bus=bus)
+        for i in range(50):
+            await channel.emit_text(f"t{i}")
+        await bus.publish(Envelope(session_id="s1", frame='{"type":"session_updated"}'))
+        await settle()
+        assert len(a.frames) == 51
+        assert a.frames == b.frames
+        assert other.frames == []
+    assert manager.room_size("s1") == 0
+    assert bus.subscriber_count("s1") == 0
+
+
+async def test_a_stalled_socket_is_dropped_without_holding_up_the_others() -> None:
+    bus = InProcessBus()
+    manager = ConnectionManager(bus)
+    buffers = MemoryRunBuffers()
+    kicked: list[bool] = []
+    fast, stalled = Sink(), Sink(stall=True)
+    async with connected(manager, "s", fast, max_queue=16), connected(manager, "s", stalled, max_queue=16) as slow:
+        slow.on_kick(lambda: kicked.append(True))
+        await buffers.open("r", "s")
+        channel = RunChannel(run_id="r", session_id="s", buffers=buffers, bus=bus)
+        for i in range(100):
+            await channel.emit_text(f"{i}")
+            await asyncio.sleep(0)
+        await settle()
+        assert len(fast.frames) == 100
+        assert slow.too_slow
+        assert slow.closed
+        assert kicked == [True]
+
+
+async def test_a_socket_that_joins_mid_run_follows_it_only_after_resume() -> None:
+    bus = InProcessBus()
+    manager = ConnectionManager(bus)
+    buffers = MemoryRunBuffers()
+    await buffers.open("r", "s")
+    channel = RunChannel(run_id="r", session_id="s", buffers=buffers, bus=bus)
+    await channel.emit_text("a")
+    late = Sink()
+    async with connected(manager, "s", late) as conn:
+        await channel.emit_text("b")
+        await settle()
+        assert late.frames == []
+        sent = await conn.resume(buffers, session_id="s", run_id="r", after_seq=1)
+        assert sent == 1
+        await channel.emit_text("c")
+        await settle()
+        assert [f.split('"delta":')[1] for f in late.frames] == ['"b"}', '"c"}']
+
+
+async def test_resume_racing_a_live_run_has_no_gap_and_no_duplicate() -> None:
+    bus = InProcessBus()
+    manager = ConnectionManager(bus)
+    buffers = MemoryRunBuffers()
+    await buffers.open("r", "s")
+    channel = RunChannel(run_id="r", session_id="s", buffers=buffers, bus=bus)
+    for i in range(500):
+        await channel.emit_text(f"{i},")
+
+    async def keep_emitting() -> None:
+        for i in range(500, 1000):
+            await channel.emit_text(f"{i},")
+            if i % 7 == 0:
+                await asyncio.sleep(0)
+
+    sink = Sink()
+    async with connected(manager, "s", sink, max_queue=64) as conn:
+        producer = asyncio.create_task(keep_emitting())
+        await conn.resume(buffers, session_id="s", run_id="r", after_seq=100)
+        await producer
+        await settle()
+        for _ in range(100):
+            if len(sink.frames) >= 900:
+                break
+            await asyncio.sleep(0.01)
+    seqs = [int(f.split('"seq":')[1].split(",")[0]) for f in sink.frames]
+    assert seqs == list(range(101, 1001))
+    assert not conn.too_slow
+
+
+async def test_resume_of_an_unknown_or_foreign_run_is_unavailable() -> None:
+    bus = InProcessBus()
+    manager = ConnectionManager(bus)
+    buffers = MemoryRunBuffers()
+    await buffers.open("r", "s")
+    async with connected(manager, "other", Sink()) as conn:
+        with pytest.raises(ResumeUnavailable):
+            await conn.resume(buffers, session_id="other", run_id="r", after_seq=0)
+        with pytest.raises(ResumeUnavailable):
+            await conn.resume(buffers, session_id="other", run_id="missing", after_seq=0)
