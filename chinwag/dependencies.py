@@ -12,6 +12,7 @@ from chinwag.config import Settings
 from chinwag.errors import InvalidToken, Unauthorized
 from chinwag.schemas.users import User
 from chinwag.services.auth_service import AuthService
+from chinwag.services.session_service import SessionService
 
 
 def get_settings(conn: HTTPConnection) -> Settings:
@@ -48,3 +49,10 @@ def get_current_user(conn: HTTPConnection) -> User:
 
 Auth = Annotated[AuthService, Depends(get_auth_service)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_session_service(conn: HTTPConnection) -> SessionService:
+    return SessionService(conn.app.state.pool, conn.app.state.settings)
+
+
+Sessions = Annotated[SessionService, Depends(get_session_service)]

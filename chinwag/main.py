@@ -16,7 +16,8 @@ from chinwag.db.pool import database_url, open_pool
 from chinwag.errors import install_error_handlers
 from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.request_id import RequestIdMiddleware
-from chinwag.routes import auth, health
+from chinwag.routes import auth, health, messages, search, sessions
+from chinwag.routes import config as config_routes
 from chinwag.services.auth_service import AuthService
 from chinwag.services.rate_limit import InMemoryRateLimiter
 
@@ -58,4 +59,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(auth.router, prefix="/api/v1")
+    app.include_router(sessions.router, prefix="/api/v1")
+    app.include_router(messages.router, prefix="/api/v1")
+    app.include_router(search.router, prefix="/api/v1")
+    app.include_router(config_routes.router, prefix="/api/v1")
     return app

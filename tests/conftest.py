@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from chinwag.config import Settings
 from chinwag.db.embedded import embedded_postgres
 from chinwag.db.migrate import migrate
+from chinwag.db.pool import open_pool
 from chinwag.main import create_app
 
 REQUIRE_SERVICES = os.environ.get("CHINWAG_REQUIRE_SERVICES") == "1"
@@ -93,6 +94,13 @@ async def db(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def app_pool(db: asyncpg.Connection, database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the (emptied) test database, set up exactly like the app's (JSON codecs included)."""
+    async with open_pool(database_dsn, size=10, run_migrations=False) as pool:
+        yield pool
 
 
 @pytest.fixture

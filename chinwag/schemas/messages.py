@@ -1,0 +1,97 @@
+"""Message wire models (Layer 2 history) and search results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+from pydantic import BaseModel, Field, model_validator
+
+from chinwag.schemas.sessions import TokenUsage
+
+Role = Literal["user", "assistant", "tool"]
+MessageStatus = Literal["complete", "streaming", "interrupted", "error"]
+
+
+class ToolCall(BaseModel):
+    """A tool call shown in the history: `arguments` is JSON text; `output` and `ok` are null until it is done."""
+
+    call_id: str
+    name: str
+    arguments: str
+    output: str | None = None
+    ok: bool | None = None
+
+
+class Message(BaseModel):
+    """One message the user saw. `seq` grows by one per message inside a session, from 1, with no gaps."""
+
+    id: str
+    seq: int
+    role: Role
+    content: str
+    status: MessageStatus
+    tool: ToolCall | None
+    run_id: str | None
+    client_id: str | None
+    usage: TokenUsage | None
+    created_at: datetime
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> Message:
+        tool: dict[str, Any] | None = row["tool"]
+        usage: dict[str, Any] | None = row["usage"]
+        run_id = row["run_id"]
+        # Columns with a CHECK are trusted as they are; the JSON ones are validated (cheap, and rare).
+        return cls.model_construct(
+            id=str(row["id"]),
+            seq=row["seq"],
+            role=row["role"],
+            content=row["content"],
+            status=row["status"],
+            tool=None if tool is None else ToolCall.model_validate(tool),
+            run_id=None if run_id is None else str(run_id),
+            client_id=row["client_id"],
+            usage=None if usage is None else TokenUsage.model_validate(usage),
+            created_at=row["created_at"],
+        )
+
+
+MAX_SEQ = 2_147_483_647  # the `integer` column's range: larger values are a 422, not a database error
+
+
+class HistoryQuery(BaseModel):
+    """The query of `GET /sessions/{id}/messages`."""
+
+    limit: int = Field(default=50, ge=1, le=100, description="page size, 1-100")
+    before: int | None = Field(default=None, ge=0, le=MAX_SEQ, description="older than this seq (excluded)")
+    after: int | None = Field(default=None, ge=0, le=MAX_SEQ, description="newer than this seq (excluded)")
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> HistoryQuery:
+        if self.before is not None and self.after is not None:
+            raise ValueError("pass either before or after, not both")
+        return self
+
+
+class MessagePage(BaseModel):
+    """A page of history, oldest first; `has_more` says whether more exist in the direction asked."""
+
+    items: list[Message]
+    has_more: bool
+
+
+class SearchHit(BaseModel):
+    """A message matching a search; `snippet` is a plain-text excerpt around the match (no markup)."""
+
+    session_id: str
+    message_id: str
+    seq: int
+    snippet: str
+
+
+class SearchResults(BaseModel):
+    """Search hits, best match first."""
+
+    items: list[SearchHit]

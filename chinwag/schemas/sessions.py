@@ -1,0 +1,126 @@
+"""Session wire models: what `/sessions` accepts and answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import asyncpg
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+TITLE_MAX_CHARS = 500
+INSTRUCTIONS_MAX_CHARS = 50_000
+MCP_SERVERS_MAX = 100
+
+
+def check_text(value: str) -> str:
+    """Reject what PostgreSQL `text` cannot hold (NUL) or UTF-8 cannot encode (unpaired surrogates)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must not contain unpaired surrogates") from None
+    return value
+
+
+SafeText = Annotated[str, AfterValidator(check_text)]
+Title = Annotated[SafeText, Field(max_length=TITLE_MAX_CHARS)]
+Instructions = Annotated[SafeText, Field(max_length=INSTRUCTIONS_MAX_CHARS)]
+ModelId = Annotated[SafeText, Field(min_length=1, max_length=200)]
+ServerName = Annotated[SafeText, Field(min_length=1, max_length=200)]
+ServerNames = Annotated[list[ServerName], Field(max_length=MCP_SERVERS_MAX)]
+
+
+class TokenUsage(BaseModel):
+    """Tokens spent: by the model's input (prompt) and its output (completion)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ContextSize(BaseModel):
+    """How much of the model's window the next turn uses."""
+
+    tokens: int
+    limit: int
+
+
+class Session(BaseModel):
+    """A chat session of one user."""
+
+    id: str
+    title: str
+    model: str
+    instructions: str
+    mcp_servers: list[str] | None = Field(description="MCP servers this session may use; null means every enabled one")
+    pinned: bool
+    message_count: int
+    usage: TokenUsage
+    context: ContextSize
+    active_run_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record, *, context_limit: int) -> Session:
+        run_id = row["active_run_id"]
+        # Values come from our own columns: no need to validate them again.
+        return cls.model_construct(
+            id=str(row["id"]),
+            title=row["title"],
+            model=row["model"],
+            instructions=row["instructions"],
+            mcp_servers=row["mcp_servers"],
+            pinned=row["pinned"],
+            message_count=row["message_count"],
+            usage=TokenUsage.model_construct(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"]),
+            context=ContextSize.model_construct(tokens=row["context_tokens"], limit=context_limit),
+            active_run_id=None if run_id is None else str(run_id),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+class SessionCreate(BaseModel):
+    """The body of `POST /sessions`; every field is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Title = ""
+    model: ModelId | None = Field(default=None, description="one of the server's models; default: the server's default")
+    instructions: Instructions = ""
+    mcp_servers: ServerNames | None = None
+
+
+_NOT_NULL = ("title", "pinned", "model", "instructions")
+
+
+class SessionUpdate(BaseModel):
+    """The body of `PATCH /sessions/{id}`: only the fields present change. `mcp_servers: null` means every server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Title | None = None
+    pinned: bool | None = None
+    model: ModelId | None = None
+    instructions: Instructions | None = None
+    mcp_servers: ServerNames | None = None
+
+    @model_validator(mode="after")
+    def _no_null_values(self) -> SessionUpdate:
+        for name in _NOT_NULL:
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} may not be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client sent, with their new values."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class SessionPage(BaseModel):
+    """One page of the session list; pass `next_cursor` back as `cursor` for the next one (null: no more)."""
+
+    items: list[Session]
+    next_cursor: str | None

@@ -1,0 +1,222 @@
+"""Sessions of a user, their Layer 2 history, and search over it.
+
+`SessionService.get` is the ownership check other services use: another user's session is `NotFound`, exactly like
+one that does not exist. The Layer 2 append API (`append_message`, `update_message`, `add_usage`) is what the chat
+service calls while a run streams; it takes ids it has already checked.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import uuid
+from typing import Protocol
+
+from chinwag.config import DEFAULT_CONTEXT_WINDOW, Settings
+from chinwag.db import messages as messages_db
+from chinwag.db import sessions as sessions_db
+from chinwag.db.sessions import ContextWindow, Executor
+from chinwag.errors import BadRequest, NotFound
+from chinwag.schemas.messages import Message, MessagePage, MessageStatus, Role, SearchResults, ToolCall
+from chinwag.schemas.sessions import Session, SessionPage, SessionUpdate, TokenUsage
+from chinwag.services.message_utils import SessionCursor, parse_id
+
+logger = logging.getLogger(__name__)
+
+
+class SessionFilesRemover(Protocol):
+    """Removes the bytes of a deleted session's files (the rows are gone already, by cascade)."""
+
+    async def remove_session_files(self, *, session_id: str, storage_keys: list[str]) -> None: ...
+
+
+def context_windows(settings: Settings) -> ContextWindow:
+    """Model id -> its context window: the `id:window` of CHINWAG_MODELS, else the default window."""
+    windows = {m.id: m.context_window or DEFAULT_CONTEXT_WINDOW for m in settings.models}
+
+    def window(model: str) -> int:
+        return windows.get(model, DEFAULT_CONTEXT_WINDOW)
+
+    return window
+
+
+class SessionService:
+    """Sessions, their messages and search, for one user at a time (every read method takes `user_id`)."""
+
+    def __init__(
+        self,
+        db: Executor,
+        settings: Settings,
+        *,
+        files: SessionFilesRemover | None = None,
+        window: ContextWindow | None = None,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._files = files
+        self._window = window or context_windows(settings)
+
+    def _check_model(self, model: str) -> str:
+        if model not in self._settings.model_ids:
+            raise BadRequest(f"unknown model {model!r}: choose one of {', '.join(self._settings.model_ids)}")
+        return model
+
+    async def create(
+        self,
+        *,
+        user_id: str,
+        title: str = "",
+        model: str | None = None,
+        instructions: str = "",
+        mcp_servers: builtins.list[str] | None = None,
+    ) -> Session:
+        return await sessions_db.insert_session(
+            self._db,
+            user_id=parse_id(user_id, what="user"),
+            title=title,
+            model=self._check_model(model) if model is not None else self._settings.resolved_default_model,
+            instructions=instructions,
+            mcp_servers=mcp_servers,
+            window=self._window,
+        )
+
+    async def list(self, *, user_id: str, limit: int = 50, cursor: str | None = None) -> SessionPage:
+        """A page of the user's sessions: pinned first, then most recently active."""
+        after = None
+        if cursor is not None:
+            key = SessionCursor.decode(cursor)
+            after = (key.pinned, key.updated_at, key.id)
+        items, more = await sessions_db.list_sessions(
+            self._db, user_id=parse_id(user_id, what="user"), limit=limit, after=after, window=self._window
+        )
+        next_cursor = None
+        if more and items:
+            last = items[-1]
+            next_cursor = SessionCursor(pinned=last.pinned, updated_at=last.updated_at, id=uuid.UUID(last.id)).encode()
+        return SessionPage(items=items, next_cursor=next_cursor)
+
+    async def get(self, *, user_id: str, session_id: str) -> Session:
+        """The session, if it is the user's; otherwise `NotFound`."""
+        session = await sessions_db.get_session(
+            self._db, user_id=parse_id(user_id, what="user"), session_id=parse_id(session_id), window=self._window
+        )
+        if session is None:
+            raise NotFound("session not found")
+        return session
+
+    async def check_owner(self, *, user_id: str, session_id: str) -> uuid.UUID:
+        """`NotFound` unless the session is the user's; returns its id."""
+        sid = parse_id(session_id)
+        if not await sessions_db.session_owned(self._db, user_id=parse_id(user_id, what="user"), session_id=sid):
+            raise NotFound("session not found")
+        return sid
+
+    async def update(self, *, user_id: str, session_id: str, update: SessionUpdate) -> Session:
+        changes = update.changes()
+        if "model" in changes:
+            self._check_model(changes["model"])
+        if not changes:
+            return await self.get(user_id=user_id, session_id=session_id)
+        session = await sessions_db.update_session(
+            self._db,
+            user_id=parse_id(user_id, what="user"),
+            session_id=parse_id(session_id),
+            changes=changes,
+            window=self._window,
+        )
+        if session is None:
+            raise NotFound("session not found")
+        return session
+
+    async def delete(self, *, user_id: str, session_id: str) -> None:
+        """Delete the session with its messages, context, runs and files."""
+        storage_keys = await sessions_db.delete_session(
+            self._db, user_id=parse_id(user_id, what="user"), session_id=parse_id(session_id)
+        )
+        if storage_keys is None:
+            raise NotFound("session not found")
+        if self._files is not None:
+            await self._files.remove_session_files(session_id=session_id, storage_keys=storage_keys)
+
+    async def messages(
+        self, *, user_id: str, session_id: str, limit: int = 50, before: int | None = None, after: int | None = None
+    ) -> MessagePage:
+        """A page of the session's history, oldest first (see `db.messages.page_messages`)."""
+        if before is not None and after is not None:
+            raise BadRequest("pass either before or after, not both")
+        sid = await self.check_owner(user_id=user_id, session_id=session_id)
+        items, has_more = await messages_db.page_messages(
+            self._db, session_id=sid, limit=limit, before=before, after=after
+        )
+        return MessagePage(items=items, has_more=has_more)
+
+    async def search(self, *, user_id: str, query: str, limit: int = 20) -> SearchResults:
+        """Full-text search over the user's own messages."""
+        hits = await messages_db.search_messages(
+            self._db, user_id=parse_id(user_id, what="user"), query=query, limit=limit
+        )
+        return SearchResults(items=hits)
+
+    # Layer 2 append API, for the chat service.
+
+    async def append_message(
+        self,
+        *,
+        session_id: str,
+        role: Role,
+        content: str,
+        status: MessageStatus = "complete",
+        tool: ToolCall | None = None,
+        run_id: str | None = None,
+        client_id: str | None = None,
+        usage: TokenUsage | None = None,
+    ) -> Message:
+        """Persist a message with the next gap-free `seq`; `NotFound` if the session is gone."""
+        try:
+            return await messages_db.append_message(
+                self._db,
+                session_id=parse_id(session_id),
+                role=role,
+                content=content,
+                status=status,
+                tool=tool,
+                run_id=run_id,
+                client_id=client_id,
+                usage=usage,
+            )
+        except LookupError:
+            raise NotFound("session not found") from None
+
+    async def update_message(
+        self,
+        *,
+        message_id: str,
+        content: str,
+        status: MessageStatus,
+        usage: TokenUsage | None = None,
+        tool: ToolCall | None = None,
+    ) -> Message:
+        """Rewrite a message's content and status (checkpoint or end of a run); `NotFound` if it is gone."""
+        message = await messages_db.update_message(
+            self._db,
+            message_id=parse_id(message_id, what="message"),
+            content=content,
+            status=status,
+            usage=usage,
+            tool=tool,
+        )
+        if message is None:
+            raise NotFound("message not found")
+        return message
+
+    async def add_usage(
+        self, *, session_id: str, input_tokens: int, output_tokens: int, context_tokens: int | None = None
+    ) -> None:
+        """Add a run's usage to the session's totals and set its context size."""
+        await messages_db.add_usage(
+            self._db,
+            session_id=parse_id(session_id),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            context_tokens=context_tokens,
+        )
