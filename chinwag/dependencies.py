@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 
 from chinwag.config import Settings
 from chinwag.errors import InvalidToken, Unauthorized
+from chinwag.mcp import McpPool
 from chinwag.schemas.users import User
 from chinwag.services.auth_service import AuthService
 from chinwag.services.session_service import SessionService
@@ -56,3 +57,11 @@ def get_session_service(conn: HTTPConnection) -> SessionService:
 
 
 Sessions = Annotated[SessionService, Depends(get_session_service)]
+
+
+def get_mcp_pool(conn: HTTPConnection) -> McpPool:
+    mcp: McpPool = conn.app.state.mcp
+    return mcp
+
+
+Mcp = Annotated[McpPool, Depends(get_mcp_pool)]

@@ -14,6 +14,7 @@ from chinwag import __version__
 from chinwag.config import Settings, load_or_create_secret
 from chinwag.db.pool import database_url, open_pool
 from chinwag.errors import install_error_handlers
+from chinwag.mcp import McpPool, load_mcp_config
 from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.request_id import RequestIdMiddleware
 from chinwag.routes import auth, health, messages, search, sessions
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the application. Nothing is opened until the lifespan starts."""
+    mcp_config = load_mcp_config(settings.mcp_config)  # a bad file fails here, naming the server and field
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -33,6 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             dsn = await stack.enter_async_context(database_url(settings))
             app.state.pool = await stack.enter_async_context(open_pool(dsn, size=settings.db_pool_size))
+            app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config))
             app.state.rate_limiter = InMemoryRateLimiter()
             app.state.auth = AuthService(
                 pool=app.state.pool, settings=settings, secret=app.state.secret, limiter=app.state.rate_limiter
