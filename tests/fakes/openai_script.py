@@ -1,0 +1,176 @@
+"""What the fake OpenAI server answers: one `Reply` per request, built with `say`, `call` and `fail`.
+
+```python
+fake.script(
+    say("Hello there, how can I help?", delay=0.01),            # text, one token per word, 10 ms apart
+    call("get_weather", {"city": "Paris"}, text="Checking."),   # text, then a tool call
+    fail(429, retry_after=1),                                    # an HTTP error
+    say("partial answer that breaks", drop_after=2),             # connection dropped after 2 chunks
+    say("slow", stall_before=5),                                 # nothing at all for 5 s
+)
+```
+
+Replies are plain frozen dataclasses, so `dataclasses.replace(reply, delay=0.02)` works, and `Reply.from_json` reads
+the same fields from JSON (the control API of the out-of-process server).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+_WORD = re.compile(r"\s*\S+|\s+")
+_ARGUMENT_PIECE = 8
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the fake model makes; `arguments` is JSON text. `call_id` None: the server numbers it."""
+
+    name: str
+    arguments: str = "{}"
+    call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted model answer.
+
+    Streamed output is a sequence of *chunks*: the text split into tokens (`tokens` pieces of about equal length, or
+    one per word when None), then each tool call's arguments in small pieces. `delay` is slept before each chunk,
+    `stall` once after `stall_at` chunks, `stall_before` before anything is sent (even headers). `drop_after` closes
+    the connection after that many chunks without finishing the response. `status` answers an HTTP error instead
+    (with `Retry-After` when `retry_after` is set). `echo` answers the text of the last user message.
+    `input_tokens`/`output_tokens` override the usage the fake reports (by default: about 4 characters per input
+    token, one output token per chunk).
+    """
+
+    text: str = ""
+    tokens: int | None = None
+    delay: float = 0.0
+    tool_calls: tuple[ToolCall, ...] = ()
+    status: int | None = None
+    retry_after: float | None = None
+    error_message: str | None = None
+    drop_after: int | None = None
+    stall_before: float = 0.0
+    stall_at: int | None = None
+    stall: float = 0.0
+    echo: bool = False
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Reply:
+        """A reply from its JSON form: the field names above; `tool_calls` items are `{name, arguments, call_id?}`
+        where `arguments` may be an object or JSON text."""
+        if not isinstance(data, dict):
+            raise ValueError("a reply must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown reply fields: {sorted(unknown)}")
+        values = dict(data)
+        values["tool_calls"] = tuple(
+            ToolCall(name=c["name"], arguments=_arguments_json(c.get("arguments", {})), call_id=c.get("call_id"))
+            for c in data.get("tool_calls", [])
+        )
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RecordedRequest:
+    """A request the fake received: its path, JSON body and headers (names lowercased)."""
+
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "body": self.body, "headers": self.headers}
+
+    @property
+    def last_user_text(self) -> str:
+        """The text of the last user message (chat `messages` or responses `input`), "" if there is none."""
+        items: Any = self.body.get("messages") if "messages" in self.body else self.body.get("input")
+        if isinstance(items, str):
+            return items
+        for item in reversed(items or []):
+            if isinstance(item, dict) and item.get("role") == "user":
+                return _content_text(item.get("content"))
+        return ""
+
+
+def say(
+    text: str,
+    *,
+    tokens: int | None = None,
+    delay: float = 0.0,
+    **options: Any,
+) -> Reply:
+    """A text answer, streamed as `tokens` chunks (default: one per word), `delay` seconds before each."""
+    return Reply(text=text, tokens=tokens, delay=delay, **options)
+
+
+def call(name: str, arguments: dict[str, Any] | str | None = None, *, text: str = "", **options: Any) -> Reply:
+    """One tool call (optionally after some text). For several calls use `calls`."""
+    return calls(ToolCall(name=name, arguments=_arguments_json(arguments or {})), text=text, **options)
+
+
+def calls(*tool_calls: ToolCall, text: str = "", **options: Any) -> Reply:
+    """Several tool calls in one answer (optionally after some text)."""
+    return Reply(text=text, tool_calls=tuple(tool_calls), **options)
+
+
+def fail(status: int, *, retry_after: float | None = None, message: str | None = None, **options: Any) -> Reply:
+    """An HTTP error answer, e.g. `fail(429, retry_after=1)` or `fail(500)`."""
+    return Reply(status=status, retry_after=retry_after, error_message=message, **options)
+
+
+def echo(**options: Any) -> Reply:
+    """Answer the last user message's text back, one token per word."""
+    return Reply(echo=True, **options)
+
+
+def split_tokens(text: str, count: int | None) -> list[str]:
+    """`text` in `count` pieces of about equal length, or one piece per word (with its leading space) when None."""
+    if not text:
+        return []
+    if count is None:
+        return _WORD.findall(text)
+    count = max(1, min(count, len(text)))
+    size, extra = divmod(len(text), count)
+    pieces, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def split_arguments(arguments: str) -> list[str]:
+    """Tool-call arguments in the small pieces a real model streams them in."""
+    if not arguments:
+        return [""]
+    return [arguments[i : i + _ARGUMENT_PIECE] for i in range(0, len(arguments), _ARGUMENT_PIECE)]
+
+
+def _arguments_json(arguments: dict[str, Any] | str) -> str:
+    if isinstance(arguments, str):
+        return arguments
+    return orjson.dumps(arguments).decode()
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict) and "text" in part)
+    return ""
