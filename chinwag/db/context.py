@@ -1,0 +1,195 @@
+"""SQL of Layer 1: table `llm_context` and the summary columns of `sessions`.
+
+Rows leave this module as `ContextRow` / `ContextState`, never as `asyncpg.Record`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+
+@dataclass(frozen=True, slots=True)
+class ContextRow:
+    """One SDK input item as stored, with its token count and the turn it belongs to."""
+
+    id: int
+    item: dict[str, Any]
+    tokens: int
+    turn_seq: int | None
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> ContextRow:
+        return cls(id=row["id"], item=row["item"], tokens=row["tokens"], turn_seq=row["turn_seq"])
+
+
+@dataclass(frozen=True, slots=True)
+class ContextState:
+    """The Layer 1 columns of a session: the persisted summary and the last recorded context size."""
+
+    model: str
+    summary: str | None
+    summarized_through_seq: int | None
+    context_tokens: int
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> ContextState:
+        return cls(
+            model=row["model"],
+            summary=row["summary"],
+            summarized_through_seq=row["summarized_through_seq"],
+            context_tokens=row["context_tokens"],
+        )
+
+
+Conn = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
+OneConn = asyncpg.Connection | PoolConnectionProxy
+
+_ROW = "id, item, tokens, turn_seq"
+
+
+async def lock_session_turn(conn: OneConn, *, session_id: str) -> int | None:
+    """Lock the session row (inside a transaction) and return the turn of its newest item.
+
+    Serializes appends to one session, so turn numbers computed from the tail are not raced.
+    """
+    await conn.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
+    turn: int | None = await conn.fetchval(
+        "SELECT turn_seq FROM llm_context WHERE session_id = $1 ORDER BY id DESC LIMIT 1", session_id
+    )
+    return turn
+
+
+async def insert_items(
+    conn: Conn, *, session_id: str, rows: Sequence[tuple[dict[str, Any], int, int | None]]
+) -> list[int]:
+    """Append `(item, tokens, turn_seq)` rows in order; returns their ids."""
+    if not rows:
+        return []
+    records = await conn.fetch(
+        """
+        INSERT INTO llm_context (session_id, item, tokens, turn_seq)
+        SELECT $1, r.item, r.tokens, r.turn_seq
+        FROM unnest($2::jsonb[], $3::integer[], $4::integer[]) WITH ORDINALITY AS r(item, tokens, turn_seq, n)
+        ORDER BY r.n
+        RETURNING id
+        """,
+        session_id,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+    )
+    return sorted(int(r["id"]) for r in records)
+
+
+async def replace_from(
+    conn: OneConn,
+    *,
+    session_id: str,
+    from_id: int,
+    rows: Sequence[tuple[dict[str, Any], int, int | None]],
+) -> list[int]:
+    """Replace the items from id `from_id` on with `rows` (in a transaction held by the caller); returns new ids."""
+    await conn.execute("DELETE FROM llm_context WHERE session_id = $1 AND id >= $2", session_id, from_id)
+    return await insert_items(conn, session_id=session_id, rows=rows)
+
+
+async def list_items(conn: Conn, *, session_id: str, after_turn_seq: int | None = None) -> list[ContextRow]:
+    """Items in order; with `after_turn_seq`, only those of later turns (the ones not summarized)."""
+    if after_turn_seq is None:
+        records = await conn.fetch(
+            f"SELECT {_ROW} FROM llm_context WHERE session_id = $1 ORDER BY id",
+            session_id,
+        )
+    else:
+        records = await conn.fetch(
+            f"SELECT {_ROW} FROM llm_context WHERE session_id = $1 AND (turn_seq IS NULL OR turn_seq > $2) ORDER BY id",
+            session_id,
+            after_turn_seq,
+        )
+    return [ContextRow.from_record(r) for r in records]
+
+
+async def tail_items(conn: Conn, *, session_id: str, limit: int) -> list[ContextRow]:
+    """The newest `limit` items, oldest first."""
+    records = await conn.fetch(
+        f"SELECT {_ROW} FROM llm_context WHERE session_id = $1 ORDER BY id DESC LIMIT $2",
+        session_id,
+        limit,
+    )
+    return [ContextRow.from_record(r) for r in reversed(records)]
+
+
+async def pop_last(conn: Conn, *, session_id: str) -> ContextRow | None:
+    """Delete and return the newest item."""
+    record = await conn.fetchrow(
+        f"""
+        DELETE FROM llm_context
+        WHERE id = (SELECT id FROM llm_context WHERE session_id = $1 ORDER BY id DESC LIMIT 1)
+        RETURNING {_ROW}
+        """,
+        session_id,
+    )
+    return ContextRow.from_record(record) if record is not None else None
+
+
+async def clear(conn: OneConn, *, session_id: str) -> None:
+    """Forget every item and the summary of a session."""
+    async with conn.transaction():
+        await conn.execute("DELETE FROM llm_context WHERE session_id = $1", session_id)
+        await conn.execute(
+            "UPDATE sessions SET summary = NULL, summarized_through_seq = NULL, context_tokens = 0 WHERE id = $1",
+            session_id,
+        )
+
+
+async def get_state(conn: Conn, *, session_id: str, user_id: str | None = None) -> ContextState | None:
+    """The Layer 1 columns of a session; with `user_id`, only when that user owns it."""
+    if user_id is None:
+        record = await conn.fetchrow(
+            "SELECT model, summary, summarized_through_seq, context_tokens FROM sessions WHERE id = $1", session_id
+        )
+    else:
+        record = await conn.fetchrow(
+            "SELECT model, summary, summarized_through_seq, context_tokens FROM sessions"
+            " WHERE id = $1 AND user_id = $2",
+            session_id,
+            user_id,
+        )
+    return ContextState.from_record(record) if record is not None else None
+
+
+async def save_summary(
+    conn: Conn,
+    *,
+    session_id: str,
+    summary: str,
+    through_seq: int,
+    expected_through_seq: int | None,
+) -> bool:
+    """Store a new summary unless another writer moved the boundary since it was read."""
+    status: str = await conn.execute(
+        """
+        UPDATE sessions SET summary = $2, summarized_through_seq = $3
+        WHERE id = $1 AND summarized_through_seq IS NOT DISTINCT FROM $4
+        """,
+        session_id,
+        summary,
+        through_seq,
+        expected_through_seq,
+    )
+    return status == "UPDATE 1"
+
+
+async def set_context_tokens(conn: Conn, *, session_id: str, tokens: int) -> None:
+    await conn.execute("UPDATE sessions SET context_tokens = $2 WHERE id = $1", session_id, tokens)
+
+
+async def set_item_tokens(conn: Conn, *, updates: Sequence[tuple[int, int]]) -> None:
+    """Replace the token counts of items `(id, tokens)` (with the provider's exact numbers)."""
+    if updates:
+        await conn.executemany("UPDATE llm_context SET tokens = $2 WHERE id = $1", list(updates))

@@ -1,0 +1,473 @@
+"""Layer 1: the token-managed view of a session that the model sees.
+
+`TokenAwareSession` is what the chat service hands to `Runner.run_streamed(session=...)`. Before a run
+(`get_items()`), it fits the stored items to the model's window minus a reserve: whole turns only (a turn starts at a
+user message; a tool call always travels with its output). Once the history passes `summarize_at` of the window, the
+oldest turns are condensed by the model into one summary item, persisted in `sessions.summary` (covering turns up to
+`sessions.summarized_through_seq`) so it is not recomputed each turn. `sessions.context_tokens` records the size of
+the view sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import asyncpg
+from agents import SessionSettings, TResponseInputItem
+
+from chinwag.db import context as db
+from chinwag.services.postgres_session import (
+    Item,
+    ItemCounter,
+    PostgresSession,
+    call_id_of_call,
+    call_id_of_output,
+    is_user_message,
+)
+
+logger = logging.getLogger(__name__)
+
+Summarize = Callable[[list[TResponseInputItem]], Awaitable[str]]
+"""Condense items (an earlier summary first, if any) into a short text; the chat service wraps the model."""
+
+SUMMARY_PREFIX = "Summary of the earlier conversation (older turns were condensed; their exact messages are gone):"
+INTERRUPTED_OUTPUT = "interrupted"
+SUMMARY_INSTRUCTIONS = (
+    "You condense conversations between a user and an AI assistant. Write a concise summary of the conversation "
+    "below, keeping facts, decisions, names, numbers, open questions, the user's goals and preferences, and the "
+    "results of tool calls that still matter. Write it as notes for the assistant, in the conversation's language. "
+    "Answer with the summary only."
+)
+
+
+def default_reserve(context_window: int) -> int:
+    """Tokens kept free for the answer, the instructions, the tools and the new message by default."""
+    return min(8192, context_window // 4)
+
+
+def summary_item(summary: str) -> Item:
+    """The one item that stands for the summarized turns: a system message marked as a summary."""
+    return {"role": "system", "content": f"{SUMMARY_PREFIX}\n\n{summary}"}
+
+
+def is_summary_item(item: Any) -> bool:
+    content = item.get("content") if isinstance(item, dict) else None
+    return isinstance(content, str) and item.get("role") == "system" and content.startswith(SUMMARY_PREFIX)
+
+
+def render_transcript(items: Iterable[Any]) -> str:
+    """Items as plain text (`user: ...`, `assistant: ...`, `tool call ...`), the input of a summary prompt."""
+    lines: list[str] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message" or "role" in item:
+            text = _content_text(item.get("content"))
+            if is_summary_item(item):
+                lines.append(f"[earlier summary]\n{text.removeprefix(SUMMARY_PREFIX).strip()}")
+            elif text:
+                lines.append(f"{item.get('role', 'unknown')}: {text}")
+        elif call_id_of_call(item) is not None:
+            lines.append(f"tool call {item.get('name', kind)}({item.get('arguments', '')})")
+        elif call_id_of_output(item) is not None:
+            lines.append(f"tool result: {_content_text(item.get('output'))}")
+        elif kind == "reasoning":
+            continue
+        else:
+            lines.append(f"{kind}: {json.dumps(item, ensure_ascii=False)[:2000]}")
+    return "\n\n".join(lines)
+
+
+def summary_prompt(items: Iterable[Any]) -> str:
+    """The user prompt of a summary request; pair it with `SUMMARY_INSTRUCTIONS` as the system prompt."""
+    return f"Conversation to summarize:\n\n{render_transcript(items)}"
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict):
+                text = part.get("text") or part.get("refusal")
+                if isinstance(text, str):
+                    parts.append(text)
+                elif part.get("type") in ("input_image", "input_file"):
+                    parts.append(f"[{part['type'].removeprefix('input_')}]")
+            elif isinstance(part, str):
+                parts.append(part)
+        return "\n".join(parts)
+    return "" if content is None else json.dumps(content, ensure_ascii=False)
+
+
+@dataclass
+class Turn:
+    """Consecutive rows from one user message to the next (merged when a tool call's output lands later)."""
+
+    rows: list[db.ContextRow] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return sum(r.tokens for r in self.rows)
+
+    @property
+    def seq(self) -> int | None:
+        seqs = [r.turn_seq for r in self.rows if r.turn_seq is not None]
+        return max(seqs) if seqs else None
+
+
+def group_turns(rows: Sequence[db.ContextRow]) -> list[Turn]:
+    """Split rows into whole turns: a new turn at each user message or change of `turn_seq`; then merge turns so
+    that every tool call sits in the same turn as its output."""
+    turns: list[Turn] = []
+    for row in rows:
+        if not turns or is_user_message(row.item) or row.turn_seq != turns[-1].rows[-1].turn_seq:
+            turns.append(Turn())
+        turns[-1].rows.append(row)
+
+    output_turn: dict[str, int] = {}
+    for index, turn in enumerate(turns):
+        for row in turn.rows:
+            call_id = call_id_of_output(row.item)
+            if call_id is not None:
+                output_turn[call_id] = index
+    merged: list[Turn] = []
+    index = 0
+    while index < len(turns):
+        group = Turn(rows=list(turns[index].rows))
+        end = index
+        scan = index
+        while scan <= end:
+            for row in turns[scan].rows:
+                call_id = call_id_of_call(row.item)
+                if call_id is not None and output_turn.get(call_id, -1) > end:
+                    end = output_turn[call_id]
+            scan += 1
+        for extra in turns[index + 1 : end + 1]:
+            group.rows.extend(extra.rows)
+        merged.append(group)
+        index = end + 1
+    return merged
+
+
+def paired_items(rows: Iterable[db.ContextRow]) -> list[db.ContextRow]:
+    """Rows without any tool call lacking its output or output lacking its call (never sent to a model)."""
+    rows = list(rows)
+    calls = {cid for r in rows if (cid := call_id_of_call(r.item)) is not None}
+    outputs = {cid for r in rows if (cid := call_id_of_output(r.item)) is not None}
+    kept = []
+    for row in rows:
+        call_id = call_id_of_call(row.item)
+        if call_id is not None and call_id not in outputs:
+            continue
+        call_id = call_id_of_output(row.item)
+        if call_id is not None and call_id not in calls:
+            continue
+        kept.append(row)
+    return kept
+
+
+@dataclass
+class ContextView:
+    """What the model sees next turn, and what was kept, dropped and summarized to get there."""
+
+    items: list[Item]
+    tokens: int
+    limit: int
+    budget: int
+    summary: str | None
+    summarized_through_seq: int | None
+    summary_tokens: int
+    row_ids: list[int]
+    kept_turns: int
+    dropped_turns: int
+    dropped_through_seq: int | None
+    summarized_now: bool = False
+
+
+class TokenAwareSession:
+    """The SDK `Session` given to a run: stores through `PostgresSession`, reads a fitted, summarized view.
+
+    - `get_items()` (no limit) is the view fitted to `context_window - reserve_tokens`, summarizing first when the
+      history passes `summarize_at * context_window` and a `summarize` callable is given.
+    - `get_items(limit)` is the raw tail of stored items, as the SDK expects when it checks or rewinds its writes.
+    - `reserve_tokens` must cover the answer, the instructions, the tools and the new user message.
+    """
+
+    session_settings: SessionSettings | None = None
+
+    def __init__(
+        self,
+        store: PostgresSession,
+        *,
+        context_window: int,
+        reserve_tokens: int | None = None,
+        summarize: Summarize | None = None,
+        summarize_at: float = 0.8,
+        keep_after_summary: float = 0.5,
+    ) -> None:
+        if context_window <= 0:
+            raise ValueError("context_window must be positive")
+        if not 0 < summarize_at <= 1 or not 0 <= keep_after_summary <= 1:
+            raise ValueError("summarize_at must be in (0, 1] and keep_after_summary in [0, 1]")
+        self.store = store
+        self.session_id = store.session_id
+        self.context_window = context_window
+        self.reserve_tokens = default_reserve(context_window) if reserve_tokens is None else max(0, reserve_tokens)
+        self.summarize = summarize
+        self.summarize_at = summarize_at
+        self.keep_after_summary = keep_after_summary
+        self.last_view: ContextView | None = None
+        """The view returned by the last `get_items()`: what the run's first model call received."""
+
+    @classmethod
+    def open(
+        cls,
+        pool: asyncpg.Pool,
+        session_id: str,
+        *,
+        counter: ItemCounter,
+        context_window: int,
+        turn_seq: int | None = None,
+        reserve_tokens: int | None = None,
+        summarize: Summarize | None = None,
+    ) -> TokenAwareSession:
+        """A session over a fresh `PostgresSession` (the usual way to build one per run)."""
+        store = PostgresSession(pool, session_id, counter=counter, turn_seq=turn_seq)
+        return cls(store, context_window=context_window, reserve_tokens=reserve_tokens, summarize=summarize)
+
+    @property
+    def budget(self) -> int:
+        """The most tokens the history may take."""
+        return max(0, self.context_window - self.reserve_tokens)
+
+    @property
+    def threshold(self) -> int:
+        """Past this many history tokens, the oldest turns are summarized."""
+        return min(int(self.context_window * self.summarize_at), self.budget)
+
+    # --- the SDK Session protocol
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        """The fitted view (summarizing if due); with `limit`, the raw newest `limit` stored items."""
+        if limit is not None:
+            return await self.store.get_items(limit)
+        view = await self.prepare()
+        return [cast(TResponseInputItem, item) for item in view.items]
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        await self.store.add_items(items)
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        return await self.store.pop_item()
+
+    async def clear_session(self) -> None:
+        await self.store.clear_session()
+
+    # --- chinwag's own API
+
+    async def prepare(self) -> ContextView:
+        """Summarize if due, fit, record `sessions.context_tokens`, and return the view the next model call gets."""
+        view = await self.view(summarize=self.summarize is not None)
+        async with self.store.pool.acquire() as conn:
+            await db.set_context_tokens(conn, session_id=self.session_id, tokens=view.tokens)
+        self.last_view = view
+        return view
+
+    async def view(self, *, summarize: bool = False) -> ContextView:
+        """The fitted view; summarizing (with the model) only when `summarize` is true and the history is past the
+        threshold. Without it this only reads, and is what `GET /sessions/{id}/context` shows."""
+        state = await self.store.state()
+        rows = await self.store.rows(after_turn_seq=state.summarized_through_seq)
+        turns = group_turns(rows)
+        summary, through = state.summary, state.summarized_through_seq
+        summary_tokens = self._summary_tokens(summary)
+        summarized_now = False
+
+        history = summary_tokens + sum(t.tokens for t in turns)
+        if summarize and self.summarize is not None and history > self.threshold and len(turns) > 1:
+            done = await self._summarize_oldest(turns, summary=summary, through=through)
+            if done is not None:
+                summary, through, turns = done
+                summary_tokens = self._summary_tokens(summary)
+                summarized_now = True
+
+        if summary_tokens > self.budget:
+            logger.warning(
+                "session %s: summary of %d tokens exceeds the budget; not sent", self.session_id, summary_tokens
+            )
+            summary_tokens = 0
+            sent_summary = None
+        else:
+            sent_summary = summary
+
+        kept = list(turns)
+        dropped: list[Turn] = []
+        while kept and summary_tokens + sum(t.tokens for t in kept) > self.budget:
+            dropped.append(kept.pop(0))
+        if dropped:
+            logger.info(
+                "session %s: %d oldest turns (%d tokens) dropped to fit %d tokens",
+                self.session_id,
+                len(dropped),
+                sum(t.tokens for t in dropped),
+                self.budget,
+            )
+
+        sent_rows = paired_items(row for turn in kept for row in turn.rows)
+        items: list[Item] = [summary_item(sent_summary)] if sent_summary is not None else []
+        items.extend(row.item for row in sent_rows)
+        return ContextView(
+            items=items,
+            tokens=summary_tokens + sum(r.tokens for r in sent_rows),
+            limit=self.context_window,
+            budget=self.budget,
+            summary=summary,
+            summarized_through_seq=through,
+            summary_tokens=summary_tokens,
+            row_ids=[r.id for r in sent_rows],
+            kept_turns=len(kept),
+            dropped_turns=len(dropped),
+            dropped_through_seq=dropped[-1].seq if dropped else None,
+            summarized_now=summarized_now,
+        )
+
+    async def repair(self) -> list[str]:
+        """Close every tool call left without output (synthetic output "interrupted"); returns their call ids."""
+        return await self.store.repair(output=INTERRUPTED_OUTPUT)
+
+    async def add_partial_turn(self, items: Iterable[Any]) -> list[str]:
+        """After an interrupt: store what the run produced that the SDK did not, then `repair()`."""
+        return await self.store.add_partial_turn(items, output=INTERRUPTED_OUTPUT)
+
+    async def record_usage(self, *, input_tokens: int, output_tokens: int, overhead_tokens: int) -> ContextView:
+        """Make token counts exact with the usage the provider reported for the run's LAST model call.
+
+        `output_tokens` (without hidden reasoning tokens) becomes the count of the items that call produced.
+        `input_tokens` calibrates the items that call received: `overhead_tokens` is the offline count of what it
+        got besides the history (instructions, tools), counted with the same counter, so the stored counts of the
+        history items are scaled by `input_tokens / (overhead_tokens + offline history)`. Returns the view the next
+        turn will see (and records its size in `sessions.context_tokens`).
+        """
+        run_rows = await self.store.run_rows()
+        produced = _last_response(run_rows)
+        before = run_rows[: len(run_rows) - len(produced)]
+        updates: dict[int, int] = {}
+        if produced and output_tokens > 0:
+            updates.update(_spread(produced, output_tokens))
+
+        start = self.last_view
+        start_ids = set(start.row_ids) if start is not None else set()
+        run_ids = {r.id for r in run_rows}
+        history = [r for r in await self.store.rows(after_turn_seq=None) if r.id in start_ids and r.id not in run_ids]
+        sent = history + before
+        summary_tokens = start.summary_tokens if start is not None else 0
+        estimate = overhead_tokens + summary_tokens + sum(r.tokens for r in sent)
+        if input_tokens > 0 and sent and estimate > 0:
+            ratio = input_tokens / estimate
+            if 0.2 <= ratio <= 5:
+                updates.update({r.id: max(1, round(r.tokens * ratio)) for r in sent})
+            else:
+                logger.warning(
+                    "session %s: usage %d vs offline %d; not calibrated", self.session_id, input_tokens, estimate
+                )
+        if updates:
+            async with self.store.pool.acquire() as conn:
+                await db.set_item_tokens(conn, updates=sorted(updates.items()))
+        view = await self.view()
+        async with self.store.pool.acquire() as conn:
+            await db.set_context_tokens(conn, session_id=self.session_id, tokens=view.tokens)
+        return view
+
+    def _summary_tokens(self, summary: str | None) -> int:
+        return self.store.counter.count_item(summary_item(summary)) if summary is not None else 0
+
+    async def _summarize_oldest(
+        self, turns: list[Turn], *, summary: str | None, through: int | None
+    ) -> tuple[str, int, list[Turn]] | None:
+        """Condense the oldest turns (never the newest) until the rest is within `keep_after_summary` of the
+        threshold; persist the new summary. None when nothing could be summarized."""
+        target = int(self.threshold * self.keep_after_summary)
+        remaining = sum(t.tokens for t in turns)
+        count = 0
+        while count < len(turns) - 1 and remaining > target:
+            remaining -= turns[count].tokens
+            count += 1
+        old = turns[:count]
+        new_through = max((t.seq for t in old if t.seq is not None), default=None)
+        if not old or new_through is None:
+            return None
+
+        # Summarize in chunks that fit the window, folding the previous summary into each next request.
+        text = summary
+        chunk: list[Turn] = []
+        try:
+            for turn in old:
+                chunk_tokens = sum(t.tokens for t in chunk) + self._summary_tokens(text)
+                if chunk and chunk_tokens + turn.tokens > self.budget:
+                    text = await self._summarize_chunk(text, chunk)
+                    chunk = []
+                chunk.append(turn)
+            text = await self._summarize_chunk(text, chunk)
+        except Exception:
+            logger.warning("session %s: summarizing failed; trimming instead", self.session_id, exc_info=True)
+            return None
+        if not text:
+            return None
+
+        async with self.store.pool.acquire() as conn:
+            saved = await db.save_summary(
+                conn, session_id=self.session_id, summary=text, through_seq=new_through, expected_through_seq=through
+            )
+        if not saved:
+            logger.info("session %s: summary written concurrently; using the stored one", self.session_id)
+            return None
+        logger.info(
+            "session %s: %d turns (%d tokens) summarized through seq %s into %d tokens",
+            self.session_id,
+            len(old),
+            sum(t.tokens for t in old),
+            new_through,
+            self._summary_tokens(text),
+        )
+        return text, new_through, turns[count:]
+
+    async def _summarize_chunk(self, summary: str | None, chunk: list[Turn]) -> str:
+        assert self.summarize is not None
+        items: list[Item] = [summary_item(summary)] if summary is not None else []
+        items.extend(row.item for turn in chunk for row in turn.rows)
+        text = await self.summarize([cast(TResponseInputItem, i) for i in items])
+        return text.strip()
+
+
+def _is_model_output(item: Item) -> bool:
+    return item.get("role") == "assistant" or item.get("type") == "reasoning" or call_id_of_call(item) is not None
+
+
+def _last_response(rows: list[db.ContextRow]) -> list[db.ContextRow]:
+    """The trailing rows that the last model call produced (its messages, reasoning and tool calls)."""
+    count = 0
+    for row in reversed(rows):
+        if not _is_model_output(row.item):
+            break
+        count += 1
+    return rows[len(rows) - count :]
+
+
+def _spread(rows: list[db.ContextRow], total: int) -> dict[int, int]:
+    """Share `total` tokens among rows in proportion to their offline counts (the sum is exactly `total`)."""
+    offline = sum(max(r.tokens, 1) for r in rows)
+    shares: dict[int, int] = {}
+    given = 0
+    for row in rows[:-1]:
+        share = max(1, total * max(row.tokens, 1) // offline)
+        shares[row.id] = share
+        given += share
+    shares[rows[-1].id] = max(1, total - given)
+    return shares
