@@ -1,0 +1,172 @@
+"""`/ws/chat/{session_id}`: the chat socket (CONTRACT.md section 3).
+
+Accept first, then authenticate: a bad or missing token closes with 4401, a session that is not the caller's with
+4404, before any other frame. Then `ready`, and two loops side by side: frames from the client, and the socket's
+send queue (fed by the session's room). Keep-alive: uvicorn sends protocol pings every `ws_ping_interval` (20 s,
+set in `chinwag serve`; uvicorn's default too), which is what proxies see; frames over `ws_max_size` (1 MiB) are
+closed by uvicorn with 1009.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import APIRouter, WebSocket
+
+from chinwag.errors import BadRequest, ChinwagError, NotFound
+from chinwag.middleware.auth import user_from_scope
+from chinwag.schemas.users import User
+from chinwag.services.chat_service import ChatService
+from chinwag.services.session_service import SessionService
+from chinwag.websocket.events import (
+    ActiveRun,
+    ErrorCode,
+    InterruptFrame,
+    MessageFrame,
+    PingFrame,
+    Pong,
+    Ready,
+    ResumeFrame,
+    check_content,
+    encode,
+    error_frame,
+    parse_client_frame,
+)
+from chinwag.websocket.manager import CLOSE_TOO_SLOW, Connection, ConnectionManager, ResumeUnavailable
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/ws", tags=["chat"])
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+_CODES: dict[str, ErrorCode] = {
+    "bad_request": "bad_request",
+    "busy": "busy",
+    "not_found": "not_found",
+    "rate_limited": "rate_limited",
+}
+_PONG = encode(Pong())
+
+
+@router.websocket("/chat/{session_id}")
+async def chat_socket(websocket: WebSocket, session_id: str) -> None:
+    """The chat socket of one session."""
+    await websocket.accept()
+    user = user_from_scope(websocket.scope)
+    if user is None:
+        await websocket.close(CLOSE_UNAUTHORIZED, "authentication required")
+        return
+    app = websocket.app
+    sessions = SessionService(app.state.pool, app.state.settings)
+    try:
+        session = await sessions.get(user_id=user.id, session_id=session_id)
+    except NotFound:
+        await websocket.close(CLOSE_NOT_FOUND, "session not found")
+        return
+    chat: ChatService = app.state.chat
+    manager: ConnectionManager = app.state.connections
+    conn = Connection(websocket)
+    # Join before looking up the active run: a run that starts from here on reaches this socket from seq 1.
+    manager.join(session.id, conn)
+    try:
+        active = await chat.active_run(session_id=session.id)
+        ready = Ready(
+            session_id=session.id,
+            active_run=None if active is None else ActiveRun(run_id=active.run_id, last_seq=active.last_seq),
+        )
+        conn.send_first(encode(ready))
+        await _serve(websocket, conn, chat=chat, user=user, session_id=session.id)
+    finally:
+        manager.leave(session.id, conn)
+        conn.close()
+    if conn.too_slow:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                await websocket.close(CLOSE_TOO_SLOW, "too slow: resume to catch up")
+
+
+async def _serve(websocket: WebSocket, conn: Connection, *, chat: ChatService, user: User, session_id: str) -> None:
+    """Run the send queue and the receive loop side by side until the client leaves or cannot keep up."""
+    idle = False
+
+    async def send_loop() -> None:
+        try:
+            await conn.run_sender()
+        except Exception:
+            conn.close()  # the peer is gone: stop receiving too
+            if idle:
+                receiver.cancel()
+
+    async def receive_loop() -> None:
+        nonlocal idle
+        try:
+            while not conn.closed:
+                idle = True
+                message = await websocket.receive()
+                idle = False
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None:
+                    conn.send(error_frame("bad_request", "binary frames are not accepted: send JSON text"))
+                    continue
+                await _handle(text, conn, chat=chat, user=user, session_id=session_id)
+        finally:
+            conn.close()
+
+    def kick() -> None:
+        # A frame being handled (a run starting, say) is finished first; a receive in progress is abandoned.
+        sender.cancel()
+        if idle:
+            receiver.cancel()
+
+    async with asyncio.TaskGroup() as tg:
+        sender = tg.create_task(send_loop())
+        receiver = tg.create_task(receive_loop())
+        conn.on_kick(kick)
+
+
+async def _handle(text: str, conn: Connection, *, chat: ChatService, user: User, session_id: str) -> None:
+    """One client frame; a domain error becomes an `error` frame to this socket only."""
+    try:
+        frame = parse_client_frame(text)
+        if isinstance(frame, MessageFrame):
+            check_content(frame.content, max_chars=chat.deps.settings.max_message_chars)
+            await chat.start_run(
+                user_id=user.id,
+                session_id=session_id,
+                content=frame.content,
+                client_id=frame.client_id,
+                file_ids=frame.file_ids,
+            )
+        elif isinstance(frame, InterruptFrame):
+            await chat.interrupt(session_id=session_id)
+        elif isinstance(frame, ResumeFrame):
+            try:
+                await conn.resume(
+                    chat.deps.buffers, session_id=session_id, run_id=frame.run_id, after_seq=frame.after_seq
+                )
+            except ResumeUnavailable:
+                conn.send(
+                    error_frame(
+                        "resume_unavailable",
+                        "This run's events are no longer kept: read the history over REST.",
+                        run_id=frame.run_id,
+                    )
+                )
+        elif isinstance(frame, PingFrame):
+            conn.send(_PONG)
+    except ChinwagError as exc:
+        conn.send(
+            error_frame(
+                _CODES.get(exc.code, "bad_request" if isinstance(exc, BadRequest) else "internal"),
+                exc.detail,
+                retryable=exc.retryable,
+            )
+        )
+    except Exception:
+        logger.exception("chat socket: frame handling failed in session %s", session_id)
+        conn.send(error_frame("internal", "Internal server error", retryable=True))

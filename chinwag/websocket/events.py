@@ -194,6 +194,7 @@ class ErrorEvent(_Outbound):
     message: str
     retryable: bool = False
     run_id: str | None = None
+    seq: int | None = Field(default=None, description="set when the error is an event of a run")
 
 
 ServerEvent = Annotated[
@@ -231,7 +232,9 @@ def text_delta_frame(run_id: str, seq: int, delta: str) -> str:
 
 
 def error_frame(code: ErrorCode, message: str, *, retryable: bool = False, run_id: str | None = None) -> str:
-    return encode(ErrorEvent(code=code, message=message, retryable=retryable, run_id=run_id))
+    """An error for one socket (outside a run's numbered events)."""
+    body = {"type": "error", "code": code, "message": message, "retryable": retryable, "run_id": run_id}
+    return orjson.dumps(body).decode()
 
 
 def validate_server_frame(text: str) -> Any:

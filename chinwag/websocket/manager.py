@@ -75,6 +75,11 @@ class Connection:
         if len(self._queue) >= self.max_queue:
             self._room.clear()
 
+    def send_first(self, frame: str) -> None:
+        """Put a frame before everything queued (`ready`, which must be the first frame of a socket)."""
+        self._queue.appendleft(frame)
+        self._ready.set()
+
     async def send_waiting(self, frame: str) -> None:
         """Queue a frame, waiting for room (replay: its own pace, never a reason to drop the socket)."""
         while len(self._queue) >= self.max_queue // 2 and not self.closed:
@@ -149,7 +154,12 @@ class Connection:
         first = await buffers.read_after(run_id, session_id=session_id, after_seq=after_seq, limit=REPLAY_BATCH)
         if first is None:
             raise ResumeUnavailable(run_id)
-        follow = self._follow(run_id, after_seq)
+        follow = self._runs.get(run_id)
+        if follow is None:
+            follow = self._follow(run_id, after_seq)
+        else:
+            # Frames this socket was already sent are not sent again; a client that has more skips ahead.
+            follow.last_seq = max(follow.last_seq, after_seq)
         follow.replaying = True
         sent = 0
         try:

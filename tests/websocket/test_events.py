@@ -105,6 +105,7 @@ def test_encode_keeps_null_fields() -> None:
         "message": "m",
         "retryable": False,
         "run_id": None,
+        "seq": None,
     }
 
 

@@ -1,0 +1,135 @@
+"""SQL of the `runs` table, and of `sessions.active_run_id` which mirrors the running run.
+
+The run slot of a session is the partial unique index `runs_one_running_idx`: inserting a second 'running' row for
+a session fails, in every worker alike. `runs_client_id_idx` makes a client's message id idempotent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from chinwag.db.sessions import Executor
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+"""A single connection (transactions need one)."""
+
+RunStatus = Literal["running", "complete", "interrupted", "error", "max_turns"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    session_id: str
+    status: RunStatus
+    client_id: str | None
+    user_message_id: str | None
+
+
+class RunSlotTaken(Exception):
+    """Another run of the session is running."""
+
+
+class DuplicateClientId(Exception):
+    """A run with this client id exists in the session already."""
+
+    def __init__(self, run: RunRecord) -> None:
+        super().__init__(run.id)
+        self.run = run
+
+
+def _record(row: asyncpg.Record) -> RunRecord:
+    return RunRecord(
+        id=str(row["id"]),
+        session_id=str(row["session_id"]),
+        status=row["status"],
+        client_id=row["client_id"],
+        user_message_id=None if row["user_message_id"] is None else str(row["user_message_id"]),
+    )
+
+
+async def find_by_client_id(db: Executor, *, session_id: uuid.UUID, client_id: str) -> RunRecord | None:
+    row = await db.fetchrow(
+        "SELECT id, session_id, status, client_id, user_message_id FROM runs WHERE session_id = $1 AND client_id = $2",
+        session_id,
+        client_id,
+    )
+    return None if row is None else _record(row)
+
+
+async def insert_running(db: Conn, *, session_id: uuid.UUID, client_id: str | None) -> RunRecord:
+    """Take the session's run slot (call inside a transaction). Raises `RunSlotTaken` or `DuplicateClientId`."""
+    if client_id is not None:
+        existing = await find_by_client_id(db, session_id=session_id, client_id=client_id)
+        if existing is not None:
+            raise DuplicateClientId(existing)
+    try:
+        async with db.transaction():  # a savepoint: the caller's transaction survives the unique violation
+            row = await db.fetchrow(
+                "INSERT INTO runs (session_id, client_id) VALUES ($1, $2)"
+                " RETURNING id, session_id, status, client_id, user_message_id",
+                session_id,
+                client_id,
+            )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "runs_client_id_idx" and client_id is not None:
+            existing = await find_by_client_id(db, session_id=session_id, client_id=client_id)
+            if existing is not None:
+                raise DuplicateClientId(existing) from None
+        raise RunSlotTaken() from None
+    assert row is not None
+    return _record(row)
+
+
+async def mark_started(
+    db: Executor, *, run_id: uuid.UUID, session_id: uuid.UUID, user_message_id: uuid.UUID | str
+) -> None:
+    await db.execute("UPDATE runs SET user_message_id = $2 WHERE id = $1", run_id, user_message_id)
+    await db.execute("UPDATE sessions SET active_run_id = $2 WHERE id = $1", session_id, run_id)
+
+
+async def set_assistant_message(db: Executor, *, run_id: str, message_id: str) -> None:
+    await db.execute("UPDATE runs SET assistant_message_id = $2 WHERE id = $1", uuid.UUID(run_id), message_id)
+
+
+async def finish(db: Conn, *, run_id: str, session_id: str, status: RunStatus, finish_reason: str) -> None:
+    """End the run and free the session's slot, in one transaction."""
+    async with db.transaction():
+        await db.execute(
+            "UPDATE runs SET status = $2, finish_reason = $3, ended_at = now() WHERE id = $1 AND status = 'running'",
+            uuid.UUID(run_id),
+            status,
+            finish_reason,
+        )
+        await db.execute(
+            "UPDATE sessions SET active_run_id = NULL WHERE id = $1 AND active_run_id = $2",
+            uuid.UUID(session_id),
+            uuid.UUID(run_id),
+        )
+
+
+async def active_run_id(db: Executor, *, session_id: str) -> str | None:
+    value = await db.fetchval("SELECT active_run_id FROM sessions WHERE id = $1", uuid.UUID(session_id))
+    return None if value is None else str(value)
+
+
+async def interrupt_abandoned(db: Conn) -> tuple[int, int]:
+    """At start-up: runs left 'running' and messages left 'streaming' by a dead process become 'interrupted'.
+
+    Returns (runs, messages) changed. Safe only while no other live process runs chats on this database (see
+    `ChatService.recover`).
+    """
+    async with db.transaction():
+        runs = await db.fetch(
+            "UPDATE runs SET status = 'interrupted', finish_reason = 'interrupted', ended_at = now()"
+            " WHERE status = 'running' RETURNING id"
+        )
+        await db.execute("UPDATE sessions SET active_run_id = NULL WHERE active_run_id IS NOT NULL")
+        messages = await db.fetch(
+            "UPDATE messages SET status = 'interrupted', updated_at = now() WHERE status = 'streaming' RETURNING id"
+        )
+    return len(runs), len(messages)

@@ -1,0 +1,123 @@
+"""Chat runs: start one (the session's run slot, idempotent `client_id`, the user message persisted BEFORE
+`user_message` is published), interrupt it from any socket, tell a socket what is running, and recover after a crash.
+
+Knows agents, not sockets: the run itself is `run_task.ChatRun`, a task owned by the server's `TaskSupervisor`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chinwag.db import runs as runs_db
+from chinwag.errors import Busy, NotFound
+from chinwag.services.file_context import check_file_ids
+from chinwag.services.run_task import ChatRun, RunDeps
+from chinwag.services.session_service import SessionService
+from chinwag.websocket.runs import RunChannel, TaskSupervisor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveRunInfo:
+    run_id: str
+    last_seq: int
+
+
+class ChatService:
+    """Starts and stops runs; one per app, made by the lifespan."""
+
+    def __init__(self, deps: RunDeps, *, supervisor: TaskSupervisor) -> None:
+        self.deps = deps
+        self.supervisor = supervisor
+
+    def _sessions(self) -> SessionService:
+        return SessionService(self.deps.pool, self.deps.settings)
+
+    async def start_run(
+        self,
+        *,
+        user_id: str,
+        session_id: str,
+        content: str,
+        client_id: str | None = None,
+        file_ids: Sequence[str] = (),
+    ) -> str | None:
+        """Start a run for this user message; returns its id, or None when `client_id` was seen before in the
+        session (nothing new starts). `Busy` while another run is active; `NotFound` for a session not the user's;
+        `BadRequest` for unknown `file_ids`. The caller has checked the content."""
+        session = await self._sessions().get(user_id=user_id, session_id=session_id)
+        await check_file_ids(self.deps.pool, session.id, list(file_ids))
+        run = ChatRun(self.deps, user_id=user_id, session=session)
+        run.listen_for_interrupts()
+        try:
+            async with self.deps.pool.acquire() as conn, conn.transaction():
+                try:
+                    record = await runs_db.insert_running(conn, session_id=uuid.UUID(session.id), client_id=client_id)
+                except runs_db.DuplicateClientId as dup:
+                    logger.info("session %s: client_id seen before (run %s): nothing new", session.id, dup.run.id)
+                    run.stop_listening()
+                    return None
+                except runs_db.RunSlotTaken:
+                    raise Busy("A run is active in this session: interrupt it first.") from None
+                run.run_id = record.id
+                message = await SessionService(conn, self.deps.settings).append_message(
+                    session_id=session.id, role="user", content=content, run_id=record.id, client_id=client_id
+                )
+                await runs_db.mark_started(
+                    conn, run_id=uuid.UUID(record.id), session_id=uuid.UUID(session.id), user_message_id=message.id
+                )
+        except BaseException:
+            run.stop_listening()
+            raise
+        run.user_message = message
+        await self.deps.buffers.open(record.id, session.id)
+        run.channel = RunChannel(run_id=record.id, session_id=session.id, buffers=self.deps.buffers, bus=self.deps.bus)
+        try:
+            await run.channel.emit({"type": "user_message", "message": message.model_dump(mode="json")})
+            self.supervisor.spawn(run.run(), name=f"run-{record.id}")
+        except BaseException:
+            run.stop_listening()
+            await self.deps.buffers.end(record.id)
+            async with self.deps.pool.acquire() as conn:
+                await runs_db.finish(
+                    conn, run_id=record.id, session_id=session.id, status="interrupted", finish_reason="interrupted"
+                )
+            raise
+        logger.info("session %s: run %s started", session.id, record.id)
+        return record.id
+
+    async def interrupt(self, *, session_id: str) -> str:
+        """Ask the session's active run to stop, wherever it runs; returns its id. `NotFound` if none is active."""
+        run_id = await runs_db.active_run_id(self.deps.pool, session_id=session_id)
+        if run_id is None:
+            raise NotFound("No run is active in this session.")
+        await self.deps.bus.interrupt(session_id, run_id)
+        return run_id
+
+    async def active_run(self, *, session_id: str) -> ActiveRunInfo | None:
+        """The session's running run and the seq of its latest event (what `ready.active_run` shows)."""
+        run_id = await runs_db.active_run_id(self.deps.pool, session_id=session_id)
+        if run_id is None:
+            return None
+        last_seq = await self.deps.buffers.last_seq(run_id)
+        return ActiveRunInfo(run_id=run_id, last_seq=last_seq or 0)
+
+    async def recover(self) -> None:
+        """At start-up: what a dead process left running or streaming becomes interrupted.
+
+        Assumes no other live process is running chats on this database when this one starts: true for one
+        process, and for `--workers N`, which start together before any chat. A worker restarted alone next to
+        live ones would end their runs' records (their streams go on; their final writes still land).
+        """
+        async with self.deps.pool.acquire() as conn:
+            runs, messages = await runs_db.interrupt_abandoned(conn)
+        if runs or messages:
+            logger.warning("marked %d abandoned run(s) and %d message(s) as interrupted", runs, messages)
+
+    async def aclose(self) -> None:
+        """Stop every run (each records itself as interrupted)."""
+        await self.supervisor.aclose()

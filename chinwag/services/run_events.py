@@ -1,0 +1,84 @@
+"""The one function that maps an Agents SDK stream event to a chat wire event (or to nothing).
+
+Raw SDK objects stop here: what comes out is a text delta (a `str`) or a plain dict body of `tool_start` /
+`tool_done`, ready for `RunChannel`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from agents import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent, ToolCallItem, ToolCallOutputItem
+
+TOOL_OUTPUT_MAX_CHARS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStarted:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    call_id: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTurnStarted:
+    """A new model response begins (the text of the previous one is complete)."""
+
+
+Mapped = str | ToolStarted | ToolFinished | ModelTurnStarted | None
+
+
+def map_stream_event(event: StreamEvent) -> Mapped:
+    """At most one wire-level fact per SDK event: a text delta, a tool call announced, a tool output, a new turn."""
+    if isinstance(event, RawResponsesStreamEvent):
+        data = event.data
+        kind = data.type
+        if kind == "response.output_text.delta":
+            delta: str = getattr(data, "delta", "")
+            return delta or None
+        if kind == "response.created":
+            return ModelTurnStarted()
+        return None
+    if isinstance(event, RunItemStreamEvent):
+        item = event.item
+        if event.name == "tool_called" and isinstance(item, ToolCallItem):
+            raw = item.raw_item
+            call_id = _field(raw, "call_id") or _field(raw, "id")
+            name = _field(raw, "name") or "tool"
+            arguments = _field(raw, "arguments")
+            if call_id is None:
+                return None
+            return ToolStarted(call_id=call_id, name=name, arguments=arguments if arguments is not None else "{}")
+        if event.name == "tool_output" and isinstance(item, ToolCallOutputItem):
+            call_id = _field(item.raw_item, "call_id")
+            if call_id is None:
+                return None
+            return ToolFinished(call_id=call_id, output=tool_output_text(item.output))
+    return None
+
+
+def tool_output_text(output: Any) -> str:
+    """A tool's output as the text shown to users (capped)."""
+    if isinstance(output, str):
+        text = output
+    else:
+        try:
+            text = json.dumps(output, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = str(output)
+    if len(text) > TOOL_OUTPUT_MAX_CHARS:
+        text = text[:TOOL_OUTPUT_MAX_CHARS] + "\n[output truncated]"
+    return text
+
+
+def _field(raw: Any, name: str) -> str | None:
+    value = raw.get(name) if isinstance(raw, dict) else getattr(raw, name, None)
+    return value if isinstance(value, str) else None

@@ -1,0 +1,488 @@
+"""One chat run, from `assistant_start` to `assistant_end`: the task the server owns (not the socket).
+
+It builds the agent, streams `Runner.run_streamed`, turns each SDK event into at most one wire event, checkpoints
+the answer at most about once a second, and at the end persists the assistant message, the tool messages, usage and
+context size BEFORE it sends `assistant_end`. An interrupt (from any socket, through the bus) cancels the SDK run at
+once; the partial text is kept as `interrupted`, every open tool gets `tool_done ok:false`, and Layer 1 gets the
+partial answer (a tool call without output is never sent to a model: Layer 1 pairs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+import httpx
+import httpx2
+import openai
+from agents import Agent, MaxTurnsExceeded, ModelSettings, RunConfig, Runner, RunResultStreaming, Tool
+from agents.exceptions import AgentsException, ModelBehaviorError
+from agents.mcp import MCPServer
+from agents.models.interface import ModelProvider
+
+from chinwag.config import Settings
+from chinwag.db import runs as runs_db
+from chinwag.errors import ChinwagError
+from chinwag.schemas.messages import Message, MessageStatus, ToolCall
+from chinwag.schemas.sessions import Session, SessionUpdate, TokenUsage
+from chinwag.services.file_context import build_file_context
+from chinwag.services.postgres_session import ItemCounter
+from chinwag.services.run_events import ModelTurnStarted, ToolFinished, ToolStarted, map_stream_event
+from chinwag.services.session_service import SessionService, context_windows
+from chinwag.services.token_aware_session import (
+    SUMMARY_INSTRUCTIONS,
+    TokenAwareSession,
+    summary_prompt,
+)
+from chinwag.websocket.bus import Bus, Envelope
+from chinwag.websocket.events import ErrorCode, FinishReason, SessionUpdated, encode
+from chinwag.websocket.runs import RunBuffers, RunChannel
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY_S = 1.0
+INTERRUPTED_TOOL_OUTPUT = "interrupted"
+TITLE_INSTRUCTIONS = (
+    "Write a short title (at most six words) for the conversation below. Answer with the title only: no quotes,"
+    " no punctuation at the end."
+)
+TITLE_TIMEOUT_S = 30.0
+TITLE_MAX_CHARS = 80
+FILE_BUDGET_SHARE = 0.25
+
+_STATUS: dict[FinishReason, MessageStatus] = {
+    "stop": "complete",
+    "max_turns": "complete",
+    "interrupted": "interrupted",
+    "error": "error",
+}
+_RUN_STATUS: dict[FinishReason, runs_db.RunStatus] = {
+    "stop": "complete",
+    "max_turns": "max_turns",
+    "interrupted": "interrupted",
+    "error": "error",
+}
+
+
+class McpToolsLike(Protocol):
+    """What a run holds of the MCP pool (`chinwag.mcp.tools.McpTools`)."""
+
+    servers: list[Any]
+    unavailable: list[str]
+
+    def server_of(self, tool_name: str) -> str | None: ...
+
+    def failed(self, call_id: str) -> bool: ...
+
+
+class McpSource(Protocol):
+    """`app.state.mcp`: lends the session's MCP servers to one run."""
+
+    def acquire(self, names: list[str] | None) -> AbstractAsyncContextManager[McpToolsLike]: ...
+
+
+class LlmSource(Protocol):
+    """What a run needs of `chinwag.llm`: a model provider of its own (closed after the run), a one-shot completion
+    (titles, summaries) and the offline token counter."""
+
+    @property
+    def counter(self) -> ItemCounter: ...
+
+    def run_provider(self) -> AbstractAsyncContextManager[ModelProvider]: ...
+
+    async def complete(self, *, model: str, instructions: str, prompt: str) -> str: ...
+
+
+class _NoTools:
+    servers: list[Any] = []
+    unavailable: list[str] = []
+
+    def server_of(self, tool_name: str) -> str | None:
+        return None
+
+    def failed(self, call_id: str) -> bool:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def no_mcp(names: list[str] | None) -> AsyncIterator[McpToolsLike]:
+    yield _NoTools()
+
+
+@dataclass
+class RunDeps:
+    """Everything a run uses, owned by the app's lifespan."""
+
+    pool: asyncpg.Pool
+    settings: Settings
+    bus: Bus
+    buffers: RunBuffers
+    llm: LlmSource
+    mcp: McpSource | None = None
+
+
+@dataclass
+class _OpenTool:
+    name: str
+    arguments: str
+
+
+@dataclass
+class RunState:
+    """What the run has produced so far (in memory; checkpointed to the database)."""
+
+    text: str = ""
+    turn_text: str = ""
+    open_tools: dict[str, _OpenTool] = field(default_factory=dict)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+class ChatRun:
+    """One run of a session. `interrupt()` may be called from anywhere (the bus handler); `run()` is the task."""
+
+    def __init__(self, deps: RunDeps, *, user_id: str, session: Session) -> None:
+        self.deps = deps
+        self.user_id = user_id
+        self.session = session
+        self.run_id = ""
+        self.channel: RunChannel | None = None
+        self.user_message: Message | None = None
+        self.assistant_message_id = ""
+        self.state = RunState()
+        self.interrupted = asyncio.Event()
+        self._result: RunResultStreaming | None = None
+        self._layer1: TokenAwareSession | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # --- wiring
+
+    def listen_for_interrupts(self) -> None:
+        """Subscribe before the run is visible to others, so that no interrupt can be missed."""
+        self._unsubscribe = self.deps.bus.on_interrupt(self.session.id, self._on_interrupt)
+
+    def stop_listening(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _on_interrupt(self, run_id: str) -> None:
+        if run_id == self.run_id and not self.interrupted.is_set():
+            logger.info("run %s interrupted", run_id)
+            self.interrupted.set()
+            if self._result is not None:
+                self._result.cancel("immediate")
+
+    # --- the task
+
+    async def run(self) -> None:
+        assert self.channel is not None
+        assert self.user_message is not None
+        try:
+            await self._run()
+        finally:
+            self.stop_listening()
+            await self.deps.buffers.end(self.run_id)
+
+    async def _run(self) -> None:
+        sessions = SessionService(self.deps.pool, self.deps.settings)
+        finish: FinishReason = "stop"
+        error: tuple[ErrorCode, str, bool] | None = None
+        cancelled = False
+        try:
+            assistant = await sessions.append_message(
+                session_id=self.session.id, role="assistant", content="", status="streaming", run_id=self.run_id
+            )
+            self.assistant_message_id = assistant.id
+            await runs_db.set_assistant_message(self.deps.pool, run_id=self.run_id, message_id=assistant.id)
+            await self._emit({"type": "assistant_start", "message_id": assistant.id})
+            if not self.interrupted.is_set():
+                await self._stream(sessions)
+        except asyncio.CancelledError:
+            cancelled = True  # the server is shutting down: end the run like an interrupt, then stop
+        except MaxTurnsExceeded:
+            finish = "max_turns"
+        except Exception as exc:
+            finish = "error"
+            error = classify_error(exc)
+            if error[0] == "internal":
+                logger.exception("run %s failed", self.run_id)
+            else:
+                logger.warning("run %s: model error: %s", self.run_id, exc)
+        if cancelled or self.interrupted.is_set():
+            finish, error = "interrupted", None
+        try:
+            await self._finish(sessions, finish, error)
+        except Exception:
+            logger.exception("run %s: could not record its end", self.run_id)
+            with contextlib.suppress(Exception):
+                await self._release_slot("error")
+        if cancelled:
+            raise asyncio.CancelledError
+        if finish != "interrupted" and self.user_message is not None and self.user_message.seq == 1:
+            await self._auto_title(sessions)
+
+    async def _stream(self, sessions: SessionService) -> None:
+        settings = self.deps.settings
+        window = context_windows(settings)(self.session.model)
+        layer1 = TokenAwareSession.open(
+            self.deps.pool,
+            self.session.id,
+            counter=self.deps.llm.counter,
+            context_window=window,
+            turn_seq=self.user_message.seq if self.user_message else None,
+            summarize=self._summarize,
+        )
+        self._layer1 = layer1
+        files = await build_file_context(
+            pool=self.deps.pool,
+            session_id=self.session.id,
+            budget_tokens=int(window * FILE_BUDGET_SHARE),
+            counter=self.deps.llm.counter,
+        )
+        acquire = self.deps.mcp.acquire if self.deps.mcp is not None else no_mcp
+        async with acquire(self.session.mcp_servers) as tools, self.deps.llm.run_provider() as provider:
+            agent = Agent(
+                name="chinwag",
+                instructions=self._instructions(files.instructions, tools.unavailable),
+                model=self.session.model,
+                tools=list[Tool](files.tools),
+                mcp_servers=list[MCPServer](tools.servers),
+                model_settings=ModelSettings(include_usage=True),
+            )
+            if self.interrupted.is_set():
+                return
+            result = Runner.run_streamed(
+                agent,
+                self.user_message.content if self.user_message else "",
+                session=layer1,
+                max_turns=settings.max_turns,
+                run_config=RunConfig(model_provider=provider, tracing_disabled=True),
+            )
+            self._result = result
+            if self.interrupted.is_set():
+                result.cancel("immediate")
+            try:
+                await self._consume(result, tools, sessions)
+            finally:
+                usage = result.context_wrapper.usage
+                self.state.usage = TokenUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+                if not result.is_complete:
+                    result.cancel("immediate")
+
+    async def _consume(self, result: RunResultStreaming, tools: McpToolsLike, sessions: SessionService) -> None:
+        last_checkpoint = time.monotonic()
+        state = self.state
+        async for event in result.stream_events():
+            if self.interrupted.is_set():
+                break
+            mapped = map_stream_event(event)
+            if mapped is None:
+                continue
+            if isinstance(mapped, str):
+                state.text += mapped
+                state.turn_text += mapped
+                await self._emit_text(mapped)
+                now = time.monotonic()
+                if now - last_checkpoint >= CHECKPOINT_EVERY_S:
+                    last_checkpoint = now
+                    await sessions.update_message(
+                        message_id=self.assistant_message_id, content=state.text, status="streaming"
+                    )
+            elif isinstance(mapped, ModelTurnStarted):
+                state.turn_text = ""
+            elif isinstance(mapped, ToolStarted):
+                if mapped.call_id in state.open_tools:
+                    continue  # announced once
+                state.open_tools[mapped.call_id] = _OpenTool(name=mapped.name, arguments=mapped.arguments)
+                await self._emit(
+                    {
+                        "type": "tool_start",
+                        "call_id": mapped.call_id,
+                        "name": mapped.name,
+                        "arguments": mapped.arguments,
+                        "server": tools.server_of(mapped.name),
+                    }
+                )
+            elif isinstance(mapped, ToolFinished):
+                tool = state.open_tools.pop(mapped.call_id, None)
+                if tool is None:
+                    continue
+                await self._close_tool(
+                    sessions, mapped.call_id, tool, output=mapped.output, ok=not tools.failed(mapped.call_id)
+                )
+
+    async def _close_tool(
+        self,
+        sessions: SessionService,
+        call_id: str,
+        tool: _OpenTool,
+        *,
+        output: str,
+        ok: bool,
+        interrupted: bool = False,
+    ) -> None:
+        await sessions.append_message(
+            session_id=self.session.id,
+            role="tool",
+            content=output,
+            status="interrupted" if interrupted else "complete",
+            tool=ToolCall(call_id=call_id, name=tool.name, arguments=tool.arguments, output=output, ok=ok),
+            run_id=self.run_id,
+        )
+        await self._emit({"type": "tool_done", "call_id": call_id, "name": tool.name, "output": output, "ok": ok})
+
+    async def _finish(
+        self, sessions: SessionService, finish: FinishReason, error: tuple[ErrorCode, str, bool] | None
+    ) -> None:
+        state = self.state
+        for call_id, tool in list(state.open_tools.items()):
+            await self._close_tool(sessions, call_id, tool, output=INTERRUPTED_TOOL_OUTPUT, ok=False, interrupted=True)
+        state.open_tools.clear()
+        if finish == "interrupted":
+            await self._keep_partial_answer()
+        if self.assistant_message_id:
+            await sessions.update_message(
+                message_id=self.assistant_message_id, content=state.text, status=_STATUS[finish], usage=state.usage
+            )
+        context_tokens = await self._context_tokens()
+        await sessions.add_usage(
+            session_id=self.session.id,
+            input_tokens=state.usage.input_tokens,
+            output_tokens=state.usage.output_tokens,
+            context_tokens=context_tokens,
+        )
+        # The slot is free before `assistant_end` goes out: a client may send its next message right away.
+        await self._release_slot(finish)
+        if error is not None:
+            code, message, retryable = error
+            await self._emit({"type": "error", "code": code, "message": message, "retryable": retryable})
+        if self.assistant_message_id:
+            await self._emit(
+                {
+                    "type": "assistant_end",
+                    "message_id": self.assistant_message_id,
+                    "finish_reason": finish,
+                    "usage": state.usage.model_dump(),
+                    "context": {
+                        "tokens": context_tokens if context_tokens is not None else self.session.context.tokens,
+                        "limit": context_windows(self.deps.settings)(self.session.model),
+                    },
+                }
+            )
+
+    async def _release_slot(self, finish: FinishReason) -> None:
+        async with self.deps.pool.acquire() as conn:
+            await runs_db.finish(
+                conn, run_id=self.run_id, session_id=self.session.id, status=_RUN_STATUS[finish], finish_reason=finish
+            )
+
+    async def _keep_partial_answer(self) -> None:
+        """Layer 1 after an interrupt: the words the model got out are part of the conversation."""
+        if self._layer1 is None or not self.state.turn_text.strip():
+            return
+        try:
+            await self._layer1.store.add_json_items([{"role": "assistant", "content": self.state.turn_text}])
+        except Exception:
+            logger.exception("run %s: could not keep the partial answer in the model's context", self.run_id)
+
+    async def _context_tokens(self) -> int | None:
+        """The size of what the model sees next turn (None when Layer 1 was not opened)."""
+        if self._layer1 is None:
+            return None
+        try:
+            view = await self._layer1.view()
+        except Exception:
+            logger.exception("run %s: could not measure the context", self.run_id)
+            return None
+        return view.tokens
+
+    def _instructions(self, files: str, unavailable: list[str]) -> str:
+        parts = [self.deps.settings.instructions.strip()]
+        if self.session.instructions.strip():
+            parts.append(self.session.instructions.strip())
+        if files:
+            parts.append(files)
+        if unavailable:
+            parts.append(
+                "These tool servers are unavailable right now, so their tools are missing: " + ", ".join(unavailable)
+            )
+        return "\n\n".join(p for p in parts if p)
+
+    async def _summarize(self, items: list[Any]) -> str:
+        return await self.deps.llm.complete(
+            model=self.session.model, instructions=SUMMARY_INSTRUCTIONS, prompt=summary_prompt(items)
+        )
+
+    async def _auto_title(self, sessions: SessionService) -> None:
+        """Name the session after its first exchange; a failure here never fails the run."""
+        try:
+            current = await sessions.get(user_id=self.user_id, session_id=self.session.id)
+            if current.title or self.user_message is None:
+                return
+            prompt = f"User: {self.user_message.content[:2000]}\n\nAssistant: {self.state.text[:2000]}"
+            async with asyncio.timeout(TITLE_TIMEOUT_S):
+                raw = await self.deps.llm.complete(
+                    model=self.session.model, instructions=TITLE_INSTRUCTIONS, prompt=prompt
+                )
+            title = clean_title(raw)
+            if not title:
+                return
+            current = await sessions.get(user_id=self.user_id, session_id=self.session.id)
+            if current.title:
+                return
+            updated = await sessions.update(
+                user_id=self.user_id, session_id=self.session.id, update=SessionUpdate(title=title)
+            )
+            await self.deps.bus.publish(
+                Envelope(
+                    session_id=self.session.id, frame=encode(SessionUpdated(session=updated.model_dump(mode="json")))
+                )
+            )
+        except Exception as exc:
+            logger.warning("run %s: no title for session %s: %s", self.run_id, self.session.id, exc)
+
+    # --- events
+
+    async def _emit(self, body: dict[str, Any]) -> None:
+        assert self.channel is not None
+        await self.channel.emit(body)
+
+    async def _emit_text(self, delta: str) -> None:
+        assert self.channel is not None
+        await self.channel.emit_text(delta)
+
+
+def clean_title(raw: str) -> str:
+    title = " ".join(raw.strip().split())
+    title = title.strip("\"'`*#").strip()
+    if title.lower().startswith("title:"):
+        title = title[6:].strip()
+    title = title.rstrip(".")
+    if len(title) > TITLE_MAX_CHARS:
+        title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+    return title
+
+
+def classify_error(exc: BaseException) -> tuple[ErrorCode, str, bool]:
+    """(code, message for the user, retryable) of what ended a run."""
+    if isinstance(exc, openai.APIStatusError):
+        retryable = exc.status_code == 429 or exc.status_code >= 500
+        return "llm_error", f"The model provider answered {exc.status_code}.", retryable
+    if isinstance(
+        exc, openai.APITimeoutError | openai.APIConnectionError | httpx.TransportError | httpx2.TransportError
+    ):
+        return "llm_error", "The model provider could not be reached or dropped the connection.", True
+    if isinstance(exc, openai.APIError | ModelBehaviorError):
+        return "llm_error", "The model's answer could not be used.", True
+    if isinstance(exc, ChinwagError):
+        return "internal", exc.detail, exc.retryable
+    if isinstance(exc, AgentsException):
+        return "internal", "The agent run failed.", False
+    return "internal", "The run failed.", False
