@@ -221,7 +221,7 @@ class PostgresSession:
         seen_items = [_without_id(r.item) for r in stored]
         fresh: list[Item] = []
         for raw in items:
-            item = to_json_item(raw)
+            item = _replayable(to_json_item(raw))
             if item.get("call_id") is not None:
                 key = (item.get("type"), item.get("call_id"))
                 if key in seen_calls:
@@ -240,6 +240,17 @@ _CLOSABLE_CALLS = {"function_call": "function_call_output", "custom_tool_call": 
 def synthetic_output(call: Mapping[str, Any], output: str) -> Item:
     """The output item that closes `call` with the text `output`."""
     return {"type": _CLOSABLE_CALLS[str(call["type"])], "call_id": call["call_id"], "output": output}
+
+
+def _replayable(item: Item) -> Item:
+    """An assistant message built by hand (no provider id) as the plain `{role, content}` form, which both the
+    Responses and the Chat Completions paths of the SDK accept; an output message without its id is refused."""
+    if item.get("type") == "message" and item.get("role") == "assistant" and "id" not in item:
+        content = item.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+        return {"role": "assistant", "content": content if isinstance(content, str) else ""}
+    return item
 
 
 def _without_id(item: Mapping[str, Any]) -> Item:

@@ -47,7 +47,9 @@ def user(text: str) -> dict[str, Any]:
 
 
 def assistant(text: str) -> dict[str, Any]:
+    """An assistant message as the SDK stores it (output messages carry the provider's id)."""
     return {
+        "id": "msg_1",
         "type": "message",
         "role": "assistant",
         "status": "completed",

@@ -161,3 +161,9 @@ async def test_add_partial_turn_writes_what_the_sdk_dropped(store: PostgresSessi
     assert got[2] == output("c1", "interrupted")
     assert await store.add_partial_turn([function_call("slow", "{}", call_id="c1")]) == []
     assert len(await store.get_items()) == 4
+
+
+async def test_a_hand_built_partial_answer_is_stored_in_a_replayable_form(store: PostgresSession) -> None:
+    partial = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Half an ans"}]}
+    await store.add_partial_turn([user("q"), partial])
+    assert await store.get_items() == [user("q"), {"role": "assistant", "content": "Half an ans"}]

@@ -1,0 +1,414 @@
+"""TokenAwareSession: fitting, summarizing and repairing the model's view, with tiny windows so it really happens."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import asyncpg
+import pytest
+from agents import Agent, RunConfig, Runner, TResponseInputItem, function_tool
+from agents.testing import ScriptedModel, assistant_message, function_call
+
+from chinwag.db.context import ContextRow
+from chinwag.db.pool import open_pool
+from chinwag.services.postgres_session import call_id_of_call, call_id_of_output, is_user_message
+from chinwag.services.token_aware_session import (
+    SUMMARY_PREFIX,
+    TokenAwareSession,
+    group_turns,
+    is_summary_item,
+    render_transcript,
+    summary_prompt,
+)
+from tests.services.layer1_support import WordCounter, assistant, call, make_session, output, user, words
+
+COUNTER = WordCounter()
+
+
+@pytest.fixture
+async def pool(database_dsn: str, db: asyncpg.Connection) -> AsyncIterator[asyncpg.Pool]:
+    async with open_pool(database_dsn, size=2, run_migrations=False) as p:
+        yield p
+
+
+@pytest.fixture
+async def session_id(db: asyncpg.Connection) -> str:
+    return (await make_session(db))[1]
+
+
+class RecordingSummarizer:
+    """Stands in for the model: records what it was asked to condense and answers a short, countable text."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.requests: list[list[TResponseInputItem]] = []
+        self.fail = fail
+
+    async def __call__(self, items: list[TResponseInputItem]) -> str:
+        self.requests.append(items)
+        if self.fail:
+            raise RuntimeError("model unavailable")
+        users = sum(1 for i in items if is_user_message(cast(dict[str, Any], i)))
+        return f"the user asked {users} things"
+
+
+def as_items(*values: dict[str, Any]) -> list[TResponseInputItem]:
+    return [cast(TResponseInputItem, v) for v in values]
+
+
+def check_pairs(items: list[Any]) -> None:
+    """No tool call without its output, no output without its call."""
+    calls = [cid for i in items if (cid := call_id_of_call(i))]
+    outputs = [cid for i in items if (cid := call_id_of_output(i))]
+    assert sorted(calls) == sorted(outputs)
+
+
+async def add_small_turn(tas: TokenAwareSession, n: int) -> None:
+    """A turn of 24 tokens: 10 words each way."""
+    await tas.add_items(as_items(user(words(10, f"q{n}")), assistant(words(10, f"a{n}"))))
+
+
+async def three_turns(tas: TokenAwareSession) -> list[list[dict[str, Any]]]:
+    turns = [
+        [user(words(10)), assistant(words(10))],  # 24 tokens
+        [user("q"), call("c1"), output("c1", words(30)), assistant(words(5))],  # 3 + 5 + 33 + 7 = 48
+        [user(words(10, "last")), assistant(words(10, "end"))],  # 24
+    ]
+    for turn in turns:
+        await tas.add_items(as_items(*turn))
+    return turns
+
+
+async def test_everything_is_sent_while_it_fits(pool: asyncpg.Pool, session_id: str) -> None:
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=200, reserve_tokens=20)
+    turns = await three_turns(tas)
+    assert await tas.get_items() == [item for turn in turns for item in turn]
+    assert tas.last_view is not None
+    assert (tas.last_view.tokens, tas.last_view.limit, tas.last_view.dropped_turns) == (96, 200, 0)
+
+
+async def test_trimming_keeps_whole_turns_and_tool_pairs_at_every_budget(pool: asyncpg.Pool, session_id: str) -> None:
+    turns = await three_turns(TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=10))
+    flat = [item for turn in turns for item in turn]
+    boundaries = {0, 2, 6, 8}  # where whole turns start in `flat`
+    for window in range(1, 120):
+        tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=window, reserve_tokens=0)
+        got = await tas.get_items()
+        view = tas.last_view
+        assert view is not None
+        assert view.tokens <= window
+        assert len(flat) - len(got) in boundaries, (window, got)
+        assert got == flat[len(flat) - len(got) :]
+        check_pairs(got)
+        # The newest turns are kept first: nothing newer was dropped while older stayed.
+        assert view.kept_turns == {8: 0, 6: 1, 2: 2, 0: 3}[len(flat) - len(got)]
+
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=80, reserve_tokens=0)
+    got = await tas.get_items()
+    assert got == flat[2:]
+    assert tas.last_view is not None
+    assert (tas.last_view.tokens, tas.last_view.dropped_turns) == (72, 1)
+
+
+async def test_the_reserve_is_kept_free(pool: asyncpg.Pool, session_id: str) -> None:
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=100, reserve_tokens=30)
+    turns = await three_turns(tas)
+    assert await tas.get_items() == turns[2]  # 96 > 70; 72 > 70; 24 fits
+
+
+async def test_context_tokens_recorded_for_the_session(
+    pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
+) -> None:
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=80, reserve_tokens=0)
+    await three_turns(tas)
+    await tas.get_items()
+    assert await db.fetchval("SELECT context_tokens FROM sessions WHERE id = $1", session_id) == 72
+
+
+def rows(*specs: tuple[dict[str, Any], int]) -> list[ContextRow]:
+    return [ContextRow(id=i, item=item, tokens=1, turn_seq=seq) for i, (item, seq) in enumerate(specs)]
+
+
+def test_a_tool_output_written_in_a_later_turn_stays_with_its_call() -> None:
+    grouped = group_turns(
+        rows(
+            (user("a"), 1),
+            (call("c1"), 1),
+            (user("b"), 3),  # written out of order by an interrupted run
+            (output("c1", "x"), 3),
+            (assistant("y"), 3),
+            (user("c"), 5),
+            (assistant("z"), 5),
+        )
+    )
+    assert [[r.id for r in t.rows] for t in grouped] == [[0, 1, 2, 3, 4], [5, 6]]
+    assert [t.seq for t in grouped] == [3, 5]
+
+
+def test_each_user_message_opens_a_turn() -> None:
+    grouped = group_turns(rows((user("a"), 1), (user("b"), 1), (assistant("c"), 1), (assistant("d"), 2)))
+    assert [[r.id for r in t.rows] for t in grouped] == [[0], [1, 2], [3]]
+
+
+async def test_summary_is_made_past_80_percent_counted_persisted_and_reused(
+    pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
+) -> None:
+    summarizer = RecordingSummarizer()
+
+    def session() -> TokenAwareSession:
+        return TokenAwareSession.open(
+            pool, session_id, counter=COUNTER, context_window=100, reserve_tokens=10, summarize=summarizer
+        )
+
+    tas = session()
+    for n in range(1, 4):  # 72 tokens: under 80% of 100
+        await add_small_turn(tas, n)
+    assert len(await tas.get_items()) == 6
+    assert summarizer.requests == []
+
+    await add_small_turn(tas, 4)  # 96 tokens: past 80
+    got = await session().get_items()
+
+    assert len(summarizer.requests) == 1
+    condensed = cast(list[dict[str, Any]], summarizer.requests[0])
+    # The oldest turns go, until the rest is within half the threshold (40); the newest turn always stays.
+    assert [i["content"] for i in condensed if is_user_message(i)] == [
+        words(10, "q1"),
+        words(10, "q2"),
+        words(10, "q3"),
+    ]
+    assert is_summary_item(got[0])
+    first = cast(dict[str, Any], got[0])
+    assert first["role"] == "system"
+    assert first["content"] == f"{SUMMARY_PREFIX}\n\nthe user asked 3 things"
+    assert got[1:] == [user(words(10, "q4")), assistant(words(10, "a4"))]
+
+    summary_tokens = COUNTER.count_item(first)
+    state = await db.fetchrow(
+        "SELECT summary, summarized_through_seq, context_tokens FROM sessions WHERE id = $1", session_id
+    )
+    assert state is not None
+    assert dict(state) == {
+        "summary": "the user asked 3 things",
+        "summarized_through_seq": 3,
+        "context_tokens": summary_tokens + 24,
+    }
+
+    # Reused, not recomputed, on the next turns while it fits.
+    again = session()
+    assert await again.get_items() == got
+    assert again.last_view is not None
+    assert again.last_view.summary_tokens == summary_tokens
+    assert len(summarizer.requests) == 1
+
+    # Later, the old summary is folded into the new one.
+    for n in range(5, 7):
+        await add_small_turn(again, n)
+    got = await session().get_items()
+    assert len(summarizer.requests) == 2
+    assert is_summary_item(summarizer.requests[1][0])
+    assert got[1:] == [user(words(10, "q6")), assistant(words(10, "a6"))]
+    assert await db.fetchval("SELECT summarized_through_seq FROM sessions WHERE id = $1", session_id) == 5
+
+
+async def test_the_view_endpoint_mode_never_calls_the_model(pool: asyncpg.Pool, session_id: str) -> None:
+    summarizer = RecordingSummarizer()
+    tas = TokenAwareSession.open(
+        pool, session_id, counter=COUNTER, context_window=100, reserve_tokens=10, summarize=summarizer
+    )
+    for n in range(1, 6):
+        await add_small_turn(tas, n)
+    view = await tas.view()
+    assert summarizer.requests == []
+    assert view.tokens <= 90
+    assert view.summary is None
+
+
+async def test_a_failing_summarizer_falls_back_to_trimming(
+    pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
+) -> None:
+    summarizer = RecordingSummarizer(fail=True)
+    tas = TokenAwareSession.open(
+        pool, session_id, counter=COUNTER, context_window=100, reserve_tokens=10, summarize=summarizer
+    )
+    for n in range(1, 6):
+        await add_small_turn(tas, n)
+    got = await tas.get_items()
+    assert len(summarizer.requests) == 1
+    assert got == [i for n in range(3, 6) for i in (user(words(10, f"q{n}")), assistant(words(10, f"a{n}")))]
+    assert await db.fetchval("SELECT summary FROM sessions WHERE id = $1", session_id) is None
+
+
+async def test_summarizing_a_long_history_goes_in_chunks_that_fit(pool: asyncpg.Pool, session_id: str) -> None:
+    summarizer = RecordingSummarizer()
+    filler = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=100)
+    for n in range(1, 21):  # 480 tokens in a 100-token window
+        await add_small_turn(filler, n)
+    tas = TokenAwareSession.open(
+        pool, session_id, counter=COUNTER, context_window=100, reserve_tokens=10, summarize=summarizer
+    )
+    got = await tas.get_items()
+    assert len(summarizer.requests) > 1
+    for request in summarizer.requests:
+        assert COUNTER.count_items(list(request)) <= 90
+    for request in summarizer.requests[1:]:
+        assert is_summary_item(request[0])
+    assert is_summary_item(got[0])
+    assert got[-2:] == [user(words(10, "q20")), assistant(words(10, "a20"))]
+
+
+async def test_limit_reads_the_raw_tail(pool: asyncpg.Pool, session_id: str) -> None:
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=30, reserve_tokens=0)
+    turns = await three_turns(tas)
+    flat = [item for turn in turns for item in turn]
+    assert await tas.get_items(limit=3) == flat[-3:]
+    assert await tas.pop_item() == flat[-1]
+    await tas.clear_session()
+    assert await tas.get_items() == []
+
+
+async def test_record_usage_makes_counts_exact(pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection) -> None:
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000)
+    await add_small_turn(tas, 1)  # 24 tokens of history before the run
+    run = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000)
+    await run.get_items()
+    await run.add_items(as_items(user(words(4)), call("c1"), output("c1", words(8)), assistant(words(8))))
+    # Offline, the last call got 10 (overhead) + 24 (history) + 6 + 5 + 11 = 56; the provider says 112.
+    view = await run.record_usage(input_tokens=112, output_tokens=40, overhead_tokens=10)
+
+    tokens = [r["tokens"] for r in await db.fetch("SELECT tokens FROM llm_context ORDER BY id")]
+    assert tokens == [24, 24, 12, 10, 22, 40]
+    assert view.tokens == sum(tokens)
+    assert await db.fetchval("SELECT context_tokens FROM sessions WHERE id = $1", session_id) == sum(tokens)
+
+
+def test_the_summary_prompt_reads_like_a_transcript() -> None:
+    text = render_transcript(
+        [user("hi"), call("c1", "weather", '{"city":"Oslo"}'), output("c1", "sunny"), assistant("ok")]
+    )
+    assert text == 'user: hi\n\ntool call weather({"city":"Oslo"})\n\ntool result: sunny\n\nassistant: ok'
+    assert summary_prompt([user("hi")]).endswith("user: hi")
+
+
+# --- the real SDK runner on top of it
+
+
+@function_tool
+def weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+@function_tool
+async def slow_lookup(query: str) -> str:
+    """A tool that takes long."""
+    await asyncio.sleep(30)
+    return "never"
+
+
+RUN_CONFIG = RunConfig(tracing_disabled=True)
+
+
+async def test_the_sdk_runner_round_trips_our_items(pool: asyncpg.Pool, session_id: str) -> None:
+    model = ScriptedModel(
+        [
+            [function_call("weather", {"city": "Oslo"}, call_id="call-1")],
+            [assistant_message("It is sunny in Oslo.")],
+            [assistant_message("You asked about Oslo.")],
+        ]
+    )
+    agent = Agent(name="assistant", instructions="Be brief.", model=model, tools=[weather])
+
+    def session() -> TokenAwareSession:
+        return TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000)
+
+    first = await Runner.run(agent, "Weather in Oslo?", session=session(), run_config=RUN_CONFIG)
+    assert first.final_output == "It is sunny in Oslo."
+    second = await Runner.run(agent, "What did I ask?", session=session(), run_config=RUN_CONFIG)
+    assert second.final_output == "You asked about Oslo."
+
+    sent = cast(list[dict[str, Any]], model.calls[-1].input)
+    assert [i.get("type", "message") for i in sent] == [
+        "message",
+        "function_call",
+        "function_call_output",
+        "message",
+        "message",
+    ]
+    assert sent[2]["output"] == "sunny in Oslo"
+    assert sent[-1] == user("What did I ask?")
+    stored = await session().store.get_items()
+    assert len(stored) == 6
+
+
+async def test_the_sdk_accepts_the_summary_and_a_trimmed_history(pool: asyncpg.Pool, session_id: str) -> None:
+    summarizer = RecordingSummarizer()
+    model = ScriptedModel()
+    agent = Agent(name="assistant", model=model, tools=[weather])
+    for n in range(1, 7):
+        if n % 2:
+            model.extend([[function_call("weather", {"city": f"c{n}"}, call_id=f"call-{n}")]])
+        model.extend([[assistant_message(words(12, f"answer{n}"))]])
+        tas = TokenAwareSession.open(
+            pool,
+            session_id,
+            counter=COUNTER,
+            context_window=120,
+            reserve_tokens=20,
+            summarize=summarizer,
+            turn_seq=n * 10,
+        )
+        result = await Runner.run(agent, words(12, f"question{n}"), session=tas, run_config=RUN_CONFIG)
+        assert result.final_output == words(12, f"answer{n}")
+        assert tas.last_view is not None
+        assert tas.last_view.tokens <= 100
+
+    assert summarizer.requests
+    for call_ in model.calls:
+        check_pairs(list(call_.input))
+    last_input = cast(list[dict[str, Any]], model.calls[-1].input)
+    assert is_summary_item(last_input[0])
+    assert is_user_message(last_input[1])
+    assert last_input[-1] == user(words(12, "question6"))
+    model.assert_complete()
+
+
+async def test_an_interrupted_tool_call_is_closed_and_the_next_run_works(pool: asyncpg.Pool, session_id: str) -> None:
+    model = ScriptedModel([[function_call("slow_lookup", {"query": "x"}, call_id="call-slow")]])
+    agent = Agent(name="assistant", model=model, tools=[slow_lookup])
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000, turn_seq=1)
+    run = Runner.run_streamed(agent, "look it up", session=tas, run_config=RUN_CONFIG)
+    seen: list[Any] = []
+    async for event in run.stream_events():
+        if event.type == "run_item_stream_event" and event.name == "tool_called":
+            seen.append(event.item.raw_item)
+            run.cancel("immediate")
+    assert seen, "the tool was never called"
+
+    closed = await tas.add_partial_turn(seen)
+    assert closed == ["call-slow"]
+
+    model.extend([[assistant_message("Sorry, interrupted before.")]])
+    next_run = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000, turn_seq=3)
+    result = await Runner.run(agent, "and now?", session=next_run, run_config=RUN_CONFIG)
+    assert result.final_output == "Sorry, interrupted before."
+    sent = cast(list[dict[str, Any]], model.calls[-1].input)
+    check_pairs(sent)
+    assert [i.get("type", "message") for i in sent] == ["message", "function_call", "function_call_output", "message"]
+    assert sent[2]["output"] == "interrupted"
+
+
+async def test_the_view_converts_to_chat_completions_messages(pool: asyncpg.Pool, session_id: str) -> None:
+    from agents.models.chatcmpl_converter import Converter
+
+    summarizer = RecordingSummarizer()
+    tas = TokenAwareSession.open(
+        pool, session_id, counter=COUNTER, context_window=100, reserve_tokens=10, summarize=summarizer
+    )
+    for n in range(1, 4):
+        await add_small_turn(tas, n)
+    await tas.add_items(as_items(user("q"), call("c1"), output("c1", "x"), assistant("done")))
+    messages = Converter.items_to_messages(await tas.get_items(), strict_feature_validation=True)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "tool", "assistant"]
+    assert str(messages[0]["content"]).startswith(SUMMARY_PREFIX)
