@@ -285,7 +285,9 @@ class McpPool:
                 server.error = _describe(exc)
                 slot.state = "failed"
                 server.changed()
-                logger.warning("MCP server %s failed to start (attempt %d): %s", server.name, failures, server.error)
+                # Loud at first, then only now and then: a server that stays down retries for as long as we run.
+                level = logging.WARNING if failures == 1 or failures % 10 == 0 else logging.DEBUG
+                logger.log(level, "MCP server %s failed to start (attempt %d): %s", server.name, failures, server.error)
                 await _cleanup(sdk, server.name)
                 await self._backoff(failures)
                 continue
