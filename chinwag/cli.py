@@ -8,11 +8,15 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import typer
 
 from chinwag.config import Settings, SettingsError, load_settings
 from chinwag.logging import configure_logging
+
+if TYPE_CHECKING:
+    from chinwag.schemas.users import RegisterRequest, User
 
 app = typer.Typer(help="chinwag: a self-hosted, multi-user chat server for LLM agents.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
@@ -120,6 +124,54 @@ def migrate() -> None:
     with _database(settings) as dsn:
         applied = _migrate_or_exit(dsn)
     typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+
+
+@user_app.command("create")
+def user_create(
+    email: str = typer.Argument(..., help="Email address; the user signs in with it."),
+    admin: bool = typer.Option(False, "--admin", help="Make the user an administrator."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+    display_name: str | None = typer.Option(None, "--display-name", help="Name shown to others."),
+) -> None:
+    """Create a user, whatever CHINWAG_REGISTRATION says (migrating the database first)."""
+    from pydantic import ValidationError
+
+    from chinwag.errors import Conflict
+    from chinwag.schemas.users import RegisterRequest
+
+    configure_logging()
+    settings = _settings()
+    if password_stdin:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        body = RegisterRequest(email=email, password=password, display_name=display_name)
+    except ValidationError as exc:
+        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    try:
+        with _database(settings) as dsn:
+            user = asyncio.run(_create_user(dsn, body, admin=admin))
+    except Conflict as exc:
+        raise _fail(f"{body.email}: {exc.detail}") from None
+    except (OSError, TimeoutError) as exc:
+        raise _fail(f"cannot reach the database: {exc}") from None
+    typer.echo(f"created {user.role} {user.email} (id {user.id})")
+
+
+async def _create_user(dsn: str, body: RegisterRequest, *, admin: bool) -> User:
+    from chinwag.db.pool import open_pool
+    from chinwag.services.auth_service import PasswordHashing, create_user
+
+    async with open_pool(dsn, size=1) as pool:
+        return await create_user(
+            pool,
+            PasswordHashing(),
+            email=body.email,
+            password=body.password,
+            display_name=body.display_name,
+            admin=admin,
+        )
 
 
 def main() -> None:  # pragma: no cover - console entry

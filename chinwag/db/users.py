@@ -111,37 +111,44 @@ async def insert_refresh_token(
 
 
 @dataclass(frozen=True)
-class SpentToken:
+class RefreshToken:
     user_id: uuid.UUID
     family_id: uuid.UUID
+    used: bool
+    revoked: bool
+    expired: bool
 
 
-async def spend_refresh_token(conn: OneConn, token_hash: bytes) -> SpentToken | None:
-    """Mark a live refresh token used (atomically: of two concurrent uses one wins). None if it was not live;
-    if it had been used before, its whole family is revoked: someone holds a copy of it."""
+async def find_refresh_token(conn: Conn, token_hash: bytes) -> RefreshToken | None:
     row = await conn.fetchrow(
-        "UPDATE refresh_tokens SET used_at = now()"
-        " WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()"
-        " RETURNING user_id, family_id",
+        "SELECT user_id, family_id, used_at IS NOT NULL AS used, revoked_at IS NOT NULL AS revoked,"
+        " expires_at <= now() AS expired FROM refresh_tokens WHERE token_hash = $1",
         token_hash,
     )
-    if row is not None:
-        return SpentToken(user_id=row["user_id"], family_id=row["family_id"])
-    await conn.execute(
-        "UPDATE refresh_tokens SET revoked_at = now()"
-        " WHERE revoked_at IS NULL AND family_id = ("
-        "   SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NOT NULL)",
-        token_hash,
+    if row is None:
+        return None
+    return RefreshToken(
+        user_id=row["user_id"],
+        family_id=row["family_id"],
+        used=row["used"],
+        revoked=row["revoked"],
+        expired=row["expired"],
     )
-    return None
 
 
-async def revoke_refresh_family(conn: Conn, token_hash: bytes) -> None:
-    """Revoke every token of the family the given token belongs to (a logout ends that sign-in)."""
+async def lock_family(conn: OneConn, family_id: uuid.UUID) -> None:
+    """Inside a transaction: serialize everything done to one family (rotation, reuse detection, logout), so that
+    a token issued by a concurrent rotation cannot escape a revocation."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 1213))", family_id)
+
+
+async def mark_used(conn: Conn, token_hash: bytes) -> None:
+    await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", token_hash)
+
+
+async def revoke_family(conn: Conn, family_id: uuid.UUID) -> None:
     await conn.execute(
-        "UPDATE refresh_tokens SET revoked_at = now()"
-        " WHERE revoked_at IS NULL AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
-        token_hash,
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL", family_id
     )
 
 

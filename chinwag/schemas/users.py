@@ -53,7 +53,7 @@ def validate_password(value: str) -> str:
 Email = Annotated[str, Field(min_length=3, max_length=MAX_EMAIL), AfterValidator(normalize_email)]
 Password = Annotated[str, Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD), AfterValidator(validate_password)]
 DisplayName = Annotated[str, Field(min_length=1, max_length=MAX_DISPLAY_NAME), AfterValidator(_display_name)]
-Secret = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TOKEN)]
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TOKEN), AfterValidator(_storable)]
 
 
 class _Request(BaseModel):

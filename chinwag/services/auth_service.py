@@ -78,6 +78,43 @@ class PasswordHashing:
             return False
 
 
+async def _insert_user(
+    conn: db.OneConn,
+    *,
+    email: str,
+    password_hash: str,
+    display_name: str,
+    role: Literal["admin", "user"],
+) -> User:
+    try:
+        user = await db.insert_user(
+            conn, email=email, password_hash=password_hash, display_name=display_name, role=role
+        )
+    except db.EmailTaken:
+        raise Conflict("A user with this email already exists.") from None
+    logger.info("user %s created (role %s)", user.id, role)
+    return user
+
+
+async def create_user(
+    pool: asyncpg.Pool,
+    passwords: PasswordHashing,
+    *,
+    email: str,
+    password: str,
+    display_name: str | None = None,
+    admin: bool = False,
+) -> User:
+    """Create an account whatever the registration mode (also what `chinwag user create` runs). The email and
+    password are expected valid already (see `RegisterRequest`); a taken email raises `Conflict`."""
+    password_hash = await passwords.hash(password)
+    name = display_name or email.partition("@")[0]
+    async with pool.acquire() as conn:
+        return await _insert_user(
+            conn, email=email, password_hash=password_hash, display_name=name, role="admin" if admin else "user"
+        )
+
+
 class AuthService:
     """Everything about who a caller is. Built once by the lifespan (`app.state.auth`)."""
 
@@ -119,13 +156,10 @@ class AuthService:
     async def create_user(
         self, *, email: str, password: str, display_name: str | None = None, admin: bool = False
     ) -> User:
-        """Create an account whatever the registration mode (the `chinwag user create` command)."""
-        password_hash = await self._passwords.hash(password)
-        name = display_name or email.partition("@")[0]
-        async with self._pool.acquire() as conn:
-            return await self._insert(
-                conn, email=email, password_hash=password_hash, display_name=name, role="admin" if admin else "user"
-            )
+        """Create an account whatever the registration mode."""
+        return await create_user(
+            self._pool, self._passwords, email=email, password=password, display_name=display_name, admin=admin
+        )
 
     async def _insert(
         self,
@@ -136,14 +170,7 @@ class AuthService:
         display_name: str,
         role: Literal["admin", "user"],
     ) -> User:
-        try:
-            user = await db.insert_user(
-                conn, email=email, password_hash=password_hash, display_name=display_name, role=role
-            )
-        except db.EmailTaken:
-            raise Conflict("A user with this email already exists.") from None
-        logger.info("user %s created (role %s)", user.id, role)
-        return user
+        return await _insert_user(conn, email=email, password_hash=password_hash, display_name=display_name, role=role)
 
     async def login(self, *, email: str, password: str, client: str | None) -> Tokens:
         """Check a password and sign in. Attempts are limited per account and per client address; a successful
@@ -168,33 +195,64 @@ class AuthService:
         user, password_hash = found
         if self._passwords.needs_rehash(password_hash):
             await db.set_password_hash(self._pool, uuid.UUID(user.id), await self._passwords.hash(password))
-        return await self._issue(user, family_id=uuid.uuid4())
+        return await self._issue(user)
 
     async def refresh(self, *, refresh_token: str) -> Tokens:
-        """Rotate a refresh token. A token presented twice revokes its whole family (it was copied)."""
+        """Rotate a refresh token. A token presented after it was used revokes its whole family: someone else
+        holds a copy of it, and every sign-in descended from it ends."""
         async with self._pool.acquire() as conn, conn.transaction():
-            spent = await db.spend_refresh_token(conn, sha256(refresh_token))
-        if spent is None:
+            rotated = await self._rotate(conn, sha256(refresh_token))
+        if rotated is None:
             raise InvalidToken("The refresh token is invalid, expired or already used.")
-        user = await db.get_user(self._pool, spent.user_id)
+        user, new_token = rotated
+        return self._tokens(user, new_token)
+
+    async def _rotate(self, conn: db.OneConn, token_hash: bytes) -> tuple[User, str] | None:
+        found = await db.find_refresh_token(conn, token_hash)
+        if found is None:
+            return None
+        await db.lock_family(conn, found.family_id)
+        found = await db.find_refresh_token(conn, token_hash)  # again, now that nothing else moves the family
+        if found is None or found.revoked:
+            return None
+        if found.used:
+            # Returning normally commits the revocation; only then does the caller refuse the token.
+            logger.warning("a used refresh token was presented again: revoking its family %s", found.family_id)
+            await db.revoke_family(conn, found.family_id)
+            return None
+        if found.expired:
+            return None
+        user = await db.get_user(conn, found.user_id)
         if user is None:
-            raise InvalidToken("The refresh token is invalid, expired or already used.")
-        return await self._issue(user, family_id=spent.family_id)
+            return None
+        await db.mark_used(conn, token_hash)
+        return user, await self._new_refresh_token(conn, user=user, family_id=found.family_id)
 
     async def logout(self, *, refresh_token: str) -> None:
         """End the sign-in the refresh token belongs to. Unknown or dead tokens are fine (idempotent)."""
-        await db.revoke_refresh_family(self._pool, sha256(refresh_token))
+        async with self._pool.acquire() as conn, conn.transaction():
+            found = await db.find_refresh_token(conn, sha256(refresh_token))
+            if found is not None:
+                await db.lock_family(conn, found.family_id)
+                await db.revoke_family(conn, found.family_id)
 
-    async def _issue(self, user: User, *, family_id: uuid.UUID) -> Tokens:
+    async def _issue(self, user: User) -> Tokens:
+        async with self._pool.acquire() as conn:
+            refresh_token = await self._new_refresh_token(conn, user=user, family_id=uuid.uuid4())
+        return self._tokens(user, refresh_token)
+
+    async def _new_refresh_token(self, conn: db.OneConn, *, user: User, family_id: uuid.UUID) -> str:
         refresh_token = REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
-        expires_at = datetime.now(UTC) + timedelta(seconds=self._settings.refresh_token_ttl_s)
         await db.insert_refresh_token(
-            self._pool,
+            conn,
             user_id=uuid.UUID(user.id),
             family_id=family_id,
             token_hash=sha256(refresh_token),
-            expires_at=expires_at,
+            expires_at=datetime.now(UTC) + timedelta(seconds=self._settings.refresh_token_ttl_s),
         )
+        return refresh_token
+
+    def _tokens(self, user: User, refresh_token: str) -> Tokens:
         return Tokens(
             access_token=self.access_token(user),
             refresh_token=refresh_token,
