@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -20,6 +21,7 @@ import asyncpg
 from agents import SessionSettings, TResponseInputItem
 
 from chinwag.db import context as db
+from chinwag.errors import NotFound
 from chinwag.services.postgres_session import (
     Item,
     ItemCounter,
@@ -42,6 +44,28 @@ SUMMARY_INSTRUCTIONS = (
     "results of tool calls that still matter. Write it as notes for the assistant, in the conversation's language. "
     "Answer with the summary only."
 )
+
+
+async def session_context(
+    pool: asyncpg.Pool,
+    *,
+    user_id: str,
+    session_id: str,
+    context_window: Callable[[str], int],
+    counter_for: Callable[[str], ItemCounter],
+) -> ContextView:
+    """What the model would see if the user's session took its next turn now (read only: no summary is made here).
+    `NotFound` for a session that does not exist or is another user's."""
+    try:
+        session_id = str(uuid.UUID(session_id))
+        user_id = str(uuid.UUID(user_id))
+    except ValueError:
+        raise NotFound("Session not found.") from None
+    state = await db.get_state(pool, session_id=session_id, user_id=user_id)
+    if state is None:
+        raise NotFound("Session not found.")
+    store = PostgresSession(pool, session_id, counter=counter_for(state.model))
+    return await TokenAwareSession(store, context_window=context_window(state.model)).view()
 
 
 def default_reserve(context_window: int) -> int:
@@ -197,7 +221,8 @@ class TokenAwareSession:
     - `get_items()` (no limit) is the view fitted to `context_window - reserve_tokens`, summarizing first when the
       history passes `summarize_at * context_window` and a `summarize` callable is given.
     - `get_items(limit)` is the raw tail of stored items, as the SDK expects when it checks or rewinds its writes.
-    - `reserve_tokens` must cover the answer, the instructions, the tools and the new user message.
+    - `reserve_tokens` is kept free for the answer and the new user message; `overhead_tokens` (settable until the
+      run starts) is what the model gets besides the history: instructions, file context, tool schemas.
     """
 
     session_settings: SessionSettings | None = None
@@ -220,6 +245,7 @@ class TokenAwareSession:
         self.session_id = store.session_id
         self.context_window = context_window
         self.reserve_tokens = default_reserve(context_window) if reserve_tokens is None else max(0, reserve_tokens)
+        self.overhead_tokens = 0
         self.summarize = summarize
         self.summarize_at = summarize_at
         self.keep_after_summary = keep_after_summary
@@ -245,12 +271,13 @@ class TokenAwareSession:
     @property
     def budget(self) -> int:
         """The most tokens the history may take."""
-        return max(0, self.context_window - self.reserve_tokens)
+        return max(0, self.context_window - self.reserve_tokens - self.overhead_tokens)
 
     @property
     def threshold(self) -> int:
-        """Past this many history tokens, the oldest turns are summarized."""
-        return min(int(self.context_window * self.summarize_at), self.budget)
+        """Past this many history tokens (with the overhead, `summarize_at` of the window), the oldest turns are
+        summarized."""
+        return max(0, min(int(self.context_window * self.summarize_at) - self.overhead_tokens, self.budget))
 
     # --- the SDK Session protocol
 
@@ -346,12 +373,15 @@ class TokenAwareSession:
         """After an interrupt: store what the run produced that the SDK did not, then `repair()`."""
         return await self.store.add_partial_turn(items, output=INTERRUPTED_OUTPUT)
 
-    async def record_usage(self, *, input_tokens: int, output_tokens: int, overhead_tokens: int) -> ContextView:
+    async def record_usage(
+        self, *, input_tokens: int, output_tokens: int, overhead_tokens: int | None = None
+    ) -> ContextView:
         """Make token counts exact with the usage the provider reported for the run's LAST model call.
 
         `output_tokens` (without hidden reasoning tokens) becomes the count of the items that call produced.
         `input_tokens` calibrates the items that call received: `overhead_tokens` is the offline count of what it
-        got besides the history (instructions, tools), counted with the same counter, so the stored counts of the
+        got besides the history (instructions, tools; default `self.overhead_tokens`), counted with the same counter,
+        so the stored counts of the
         history items are scaled by `input_tokens / (overhead_tokens + offline history)`. Returns the view the next
         turn will see (and records its size in `sessions.context_tokens`).
         """
@@ -368,7 +398,8 @@ class TokenAwareSession:
         history = [r for r in await self.store.rows(after_turn_seq=None) if r.id in start_ids and r.id not in run_ids]
         sent = history + before
         summary_tokens = start.summary_tokens if start is not None else 0
-        estimate = overhead_tokens + summary_tokens + sum(r.tokens for r in sent)
+        overhead = self.overhead_tokens if overhead_tokens is None else overhead_tokens
+        estimate = overhead + summary_tokens + sum(r.tokens for r in sent)
         if input_tokens > 0 and sent and estimate > 0:
             ratio = input_tokens / estimate
             if 0.2 <= ratio <= 5:

@@ -117,6 +117,14 @@ async def test_the_reserve_is_kept_free(pool: asyncpg.Pool, session_id: str) -> 
     assert await tas.get_items() == turns[2]  # 96 > 70; 72 > 70; 24 fits
 
 
+async def test_the_overhead_of_instructions_and_tools_is_kept_free(pool: asyncpg.Pool, session_id: str) -> None:
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=100, reserve_tokens=0)
+    turns = await three_turns(tas)
+    tas.overhead_tokens = 30
+    assert await tas.get_items() == turns[2]  # 96 > 70; 72 > 70; 24 fits
+    assert tas.threshold == 50
+
+
 async def test_context_tokens_recorded_for_the_session(
     pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
 ) -> None:

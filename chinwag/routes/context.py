@@ -1,0 +1,32 @@
+"""`/sessions/{id}/context`: the model's view of a session (Layer 1)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from chinwag.dependencies import AppSettings, CurrentUser, Pool
+from chinwag.llm.tokens import TiktokenCounter
+from chinwag.schemas.context import SessionContext
+from chinwag.services.session_service import context_windows
+from chinwag.services.token_aware_session import session_context
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+
+
+@router.get("/{session_id}/context")
+async def get_context(session_id: str, user: CurrentUser, pool: Pool, settings: AppSettings) -> SessionContext:
+    """What the model sees next turn: the fitted history (summary first, then whole turns), its size and the window."""
+    view = await session_context(
+        pool,
+        user_id=user.id,
+        session_id=session_id,
+        context_window=context_windows(settings),
+        counter_for=TiktokenCounter.for_model,
+    )
+    return SessionContext(
+        tokens=view.tokens,
+        limit=view.limit,
+        items=view.items,
+        summarized_through_seq=view.summarized_through_seq,
+        summary=view.summary,
+    )
