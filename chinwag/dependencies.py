@@ -13,6 +13,7 @@ from chinwag.errors import InvalidToken, Unauthorized
 from chinwag.mcp import McpPool
 from chinwag.schemas.users import User
 from chinwag.services.auth_service import AuthService
+from chinwag.services.file_service import FileService, FileStore
 from chinwag.services.session_service import SessionService
 
 
@@ -53,10 +54,22 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
 def get_session_service(conn: HTTPConnection) -> SessionService:
-    return SessionService(conn.app.state.pool, conn.app.state.settings)
+    return SessionService(
+        conn.app.state.pool, conn.app.state.settings, files=FileStore.from_settings(conn.app.state.settings)
+    )
 
 
 Sessions = Annotated[SessionService, Depends(get_session_service)]
+
+
+def get_file_service(conn: HTTPConnection, sessions: Sessions) -> FileService:
+    settings: Settings = conn.app.state.settings
+    return FileService(
+        pool=conn.app.state.pool, settings=settings, sessions=sessions, store=FileStore.from_settings(settings)
+    )
+
+
+Files = Annotated[FileService, Depends(get_file_service)]
 
 
 def get_mcp_pool(conn: HTTPConnection) -> McpPool:
