@@ -17,7 +17,7 @@ from chinwag.errors import install_error_handlers
 from chinwag.mcp import McpPool, load_mcp_config
 from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.request_id import RequestIdMiddleware
-from chinwag.routes import auth, health, messages, search, sessions
+from chinwag.routes import auth, files, health, messages, search, sessions
 from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
 from chinwag.services.auth_service import AuthService
@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router, prefix="/api/v1")
     app.include_router(sessions.router, prefix="/api/v1")
+    app.include_router(files.router, prefix="/api/v1")
     app.include_router(context_routes.router, prefix="/api/v1")
     app.include_router(messages.router, prefix="/api/v1")
     app.include_router(search.router, prefix="/api/v1")
