@@ -87,14 +87,15 @@ class Reply:
 
 @dataclass
 class RecordedRequest:
-    """A request the fake received: its path, JSON body and headers (names lowercased)."""
+    """A request the fake received: its path, JSON body, headers (names lowercased) and query string."""
 
     path: str
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    query: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "body": self.body, "headers": self.headers}
+        return {"path": self.path, "body": self.body, "headers": self.headers, "query": self.query}
 
     @property
     def last_user_text(self) -> str:

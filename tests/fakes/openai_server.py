@@ -185,7 +185,8 @@ class FakeOpenAI:
             await _send_json(send, 400, error_body(400, "request body is not a JSON object"))
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request = RecordedRequest(path=scope["path"], body=body, headers=headers)
+        query = scope.get("query_string", b"").decode("latin-1")
+        request = RecordedRequest(path=scope["path"], body=body, headers=headers, query=query)
         self.requests.append(request)
         reply = self._queue.popleft() if self._queue else self.default
         if reply is None:

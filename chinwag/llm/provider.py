@@ -1,0 +1,167 @@
+"""Model access: `LlmClients`, built once in the lifespan, hands each run a model provider with its own client.
+
+Why a client per run: closing it is how a run's model stream is cut (an interrupt), and nothing one run does to its
+connections (a stream abandoned half-read) can reach another run. Why it is cheap: every per-run client shares one
+`ssl.SSLContext` made at start-up (a fresh `AsyncOpenAI` builds its own, ~16-30 ms of CPU; sharing one, creating a
+client costs ~0.3 ms) and has a small connection limit, so no run can hold many sockets.
+
+Tracing: the Agents SDK would export traces to OpenAI; chinwag never does. `LlmClients.open` disables the SDK's
+trace provider for the process, and runs also pass `RunConfig(tracing_disabled=True)`.
+
+Keys: OPENAI_API_KEY / AZURE_OPENAI_API_KEY are passed to the client and never logged. Servers that need no key
+(Ollama, llama.cpp) get a placeholder, because the `openai` client refuses to be built without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import httpx2
+from agents import set_tracing_disabled
+from agents.models.interface import Model, ModelProvider
+from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
+from agents.models.openai_responses import OpenAIResponsesModel
+from openai import AsyncAzureOpenAI, AsyncOpenAI
+
+from chinwag.config import Settings, SettingsError
+from chinwag.llm.catalog import ModelCatalog
+from chinwag.llm.tokens import TiktokenCounter, TokenCounter
+
+logger = logging.getLogger(__name__)
+
+PLACEHOLDER_API_KEY = "chinwag-no-key"
+# A run makes its model calls one after another; the one-shot completions (title, summary) get their own client.
+RUN_MAX_CONNECTIONS = 4
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 600.0
+MAX_RETRIES = 2
+
+LlmApi = Literal["chat_completions", "responses"]
+
+
+class RunModelProvider(ModelProvider):
+    """The Agents SDK model provider of one run: every model it hands out talks through this run's own client."""
+
+    def __init__(self, client: AsyncOpenAI, *, api: LlmApi, default_model: str) -> None:
+        self.client = client
+        self.api: LlmApi = api
+        self.default_model = default_model
+        self._models: dict[str, Model] = {}
+
+    def get_model(self, model_name: str | None) -> Model:
+        name = model_name or self.default_model
+        model = self._models.get(name)
+        if model is None:
+            if self.api == "responses":
+                model = OpenAIResponsesModel(model=name, openai_client=self.client)
+            else:
+                model = OpenAIChatCompletionsModel(model=name, openai_client=self.client)
+            self._models[name] = model
+        return model
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+class LlmClients:
+    """Model access for the whole app: the catalog, the token counter, and a client per run.
+
+    ```python
+    async with llm.run_provider() as provider:
+        result = Runner.run_streamed(agent, text, run_config=RunConfig(model_provider=provider, tracing_disabled=True))
+    title = await llm.complete(model="gpt-4o-mini", instructions="Name this chat.", prompt=first_exchange)
+    ```
+    """
+
+    def __init__(self, settings: Settings, *, counter: TokenCounter | None = None) -> None:
+        if settings.uses_azure and not settings.openai_api_version:
+            raise SettingsError("OPENAI_API_VERSION is required when AZURE_OPENAI_ENDPOINT is set")
+        self.settings = settings
+        self.api: LlmApi = settings.llm_api
+        self.catalog = ModelCatalog(settings)
+        self.counter: TokenCounter = counter if counter is not None else TiktokenCounter()
+        self._ssl_context = httpx2.create_ssl_context()
+        self._limits = httpx2.Limits(
+            max_connections=RUN_MAX_CONNECTIONS, max_keepalive_connections=RUN_MAX_CONNECTIONS, keepalive_expiry=30
+        )
+        self._timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        self._open_clients = 0
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[LlmClients]:
+        """For the lifespan: tracing export off, the encoding loaded off the event loop (it takes most of a second)."""
+        set_tracing_disabled(True)
+        counter = await asyncio.to_thread(TiktokenCounter)
+        clients = cls(settings, counter=counter)
+        where = settings.azure_openai_endpoint if settings.uses_azure else settings.openai_base_url or "OpenAI"
+        logger.info("models: %s over %s at %s", ", ".join(settings.model_ids), settings.llm_api, where)
+        yield clients
+        if clients.open_clients:
+            logger.warning("%d model clients still open at shutdown", clients.open_clients)
+
+    @property
+    def open_clients(self) -> int:
+        """Per-run clients made and not yet closed."""
+        return self._open_clients
+
+    def new_client(self) -> AsyncOpenAI:
+        """A new client on the shared SSL context; the caller closes it (`await client.close()`)."""
+        http_client = httpx2.AsyncClient(
+            verify=self._ssl_context, limits=self._limits, timeout=self._timeout, follow_redirects=True
+        )
+        settings = self.settings
+        client: AsyncOpenAI
+        if settings.azure_openai_endpoint is not None:
+            key = settings.azure_openai_api_key or settings.openai_api_key
+            client = AsyncAzureOpenAI(
+                azure_endpoint=settings.azure_openai_endpoint,
+                api_key=key.get_secret_value() if key is not None else PLACEHOLDER_API_KEY,
+                api_version=settings.openai_api_version,
+                http_client=http_client,
+                max_retries=MAX_RETRIES,
+            )
+        else:
+            key = settings.openai_api_key
+            client = AsyncOpenAI(
+                api_key=key.get_secret_value() if key is not None else PLACEHOLDER_API_KEY,
+                base_url=settings.openai_base_url,
+                http_client=http_client,
+                max_retries=MAX_RETRIES,
+            )
+        self._open_clients += 1
+        return client
+
+    @contextlib.asynccontextmanager
+    async def run_provider(self) -> AsyncIterator[RunModelProvider]:
+        """A model provider with a client of its own, closed when the block ends (also when the run is cancelled:
+        closing the client cuts any model stream still open)."""
+        provider = RunModelProvider(self.new_client(), api=self.api, default_model=self.settings.resolved_default_model)
+        try:
+            yield provider
+        finally:
+            try:
+                await provider.aclose()
+            except Exception:
+                logger.exception("closing a model client failed")
+            finally:
+                self._open_clients -= 1
+
+    async def complete(self, *, model: str, instructions: str, prompt: str) -> str:
+        """One non-streamed answer (titles, summaries), on a client of its own. `openai` errors propagate."""
+        async with self.run_provider() as provider:
+            client = provider.client
+            if self.api == "responses":
+                response = await client.responses.create(model=model, instructions=instructions, input=prompt)
+                return response.output_text
+            completion = await client.chat.completions.create(
+                model=model,
+                messages=[{"role": "system", "content": instructions}, {"role": "user", "content": prompt}],
+            )
+            if not completion.choices:
+                return ""
+            return completion.choices[0].message.content or ""
