@@ -10,6 +10,8 @@ from starlette.requests import HTTPConnection
 
 from chinwag.config import Settings
 from chinwag.errors import InvalidToken, Unauthorized
+from chinwag.llm.catalog import ModelCatalog
+from chinwag.llm.provider import LlmClients
 from chinwag.mcp import McpPool
 from chinwag.schemas.users import User
 from chinwag.services.auth_service import AuthService
@@ -78,3 +80,16 @@ def get_mcp_pool(conn: HTTPConnection) -> McpPool:
 
 
 Mcp = Annotated[McpPool, Depends(get_mcp_pool)]
+
+
+def get_llm(conn: HTTPConnection) -> LlmClients:
+    llm: LlmClients = conn.app.state.llm
+    return llm
+
+
+def get_catalog(conn: HTTPConnection) -> ModelCatalog:
+    return get_llm(conn).catalog
+
+
+Llm = Annotated[LlmClients, Depends(get_llm)]
+Catalog = Annotated[ModelCatalog, Depends(get_catalog)]
