@@ -381,9 +381,9 @@ class TokenAwareSession:
         `output_tokens` (without hidden reasoning tokens) becomes the count of the items that call produced.
         `input_tokens` calibrates the items that call received: `overhead_tokens` is the offline count of what it
         got besides the history (instructions, tools; default `self.overhead_tokens`), counted with the same counter,
-        so the stored counts of the
-        history items are scaled by `input_tokens / (overhead_tokens + offline history)`. Returns the view the next
-        turn will see (and records its size in `sessions.context_tokens`).
+        so the stored counts of the history items are scaled by `input_tokens / (overhead + offline history)`. That
+        needs `get_items()` to have been called on this object (the run read its history through it). Returns the
+        view the next turn will see (and records its size in `sessions.context_tokens`).
         """
         run_rows = await self.store.run_rows()
         produced = _last_response(run_rows)
@@ -392,15 +392,17 @@ class TokenAwareSession:
         if produced and output_tokens > 0:
             updates.update(_spread(produced, output_tokens))
 
-        start = self.last_view
-        start_ids = set(start.row_ids) if start is not None else set()
-        run_ids = {r.id for r in run_rows}
-        history = [r for r in await self.store.rows(after_turn_seq=None) if r.id in start_ids and r.id not in run_ids]
-        sent = history + before
-        summary_tokens = start.summary_tokens if start is not None else 0
-        overhead = self.overhead_tokens if overhead_tokens is None else overhead_tokens
-        estimate = overhead + summary_tokens + sum(r.tokens for r in sent)
-        if input_tokens > 0 and sent and estimate > 0:
+        start = self.last_view  # None: this object never gave the SDK its history, so what it sent is unknown
+        if start is not None and input_tokens > 0:
+            start_ids = set(start.row_ids)
+            run_ids = {r.id for r in run_rows}
+            stored = await self.store.rows(after_turn_seq=start.summarized_through_seq)
+            sent = [r for r in stored if r.id in start_ids and r.id not in run_ids] + before
+            overhead = self.overhead_tokens if overhead_tokens is None else overhead_tokens
+            estimate = overhead + start.summary_tokens + sum(r.tokens for r in sent)
+        else:
+            sent, estimate = [], 0
+        if sent and estimate > 0:
             ratio = input_tokens / estimate
             if 0.2 <= ratio <= 5:
                 updates.update({r.id: max(1, round(r.tokens * ratio)) for r in sent})
@@ -434,6 +436,10 @@ class TokenAwareSession:
         new_through = max((t.seq for t in old if t.seq is not None), default=None)
         if not old or new_through is None:
             return None
+        first_kept = turns[count].seq
+        if first_kept is not None and first_kept - 1 > new_through:
+            # Turns are numbered by their user message's seq: the summary covers every message before the next one.
+            new_through = first_kept - 1
 
         # Summarize in chunks that fit the window, folding the previous summary into each next request.
         text = summary

@@ -291,6 +291,13 @@ async def test_record_usage_makes_counts_exact(pool: asyncpg.Pool, session_id: s
     assert await db.fetchval("SELECT context_tokens FROM sessions WHERE id = $1", session_id) == sum(tokens)
 
 
+async def test_record_usage_without_a_read_only_fixes_the_answer(pool: asyncpg.Pool, session_id: str) -> None:
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000)
+    await tas.add_items(as_items(user(words(4)), assistant(words(8))))
+    view = await tas.record_usage(input_tokens=500, output_tokens=9, overhead_tokens=0)
+    assert view.tokens == 6 + 9
+
+
 def test_the_summary_prompt_reads_like_a_transcript() -> None:
     text = render_transcript(
         [user("hi"), call("c1", "weather", '{"city":"Oslo"}'), output("c1", "sunny"), assistant("ok")]
@@ -350,7 +357,9 @@ async def test_the_sdk_runner_round_trips_our_items(pool: asyncpg.Pool, session_
     assert len(stored) == 6
 
 
-async def test_the_sdk_accepts_the_summary_and_a_trimmed_history(pool: asyncpg.Pool, session_id: str) -> None:
+async def test_the_sdk_accepts_the_summary_and_a_trimmed_history(
+    pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
+) -> None:
     summarizer = RecordingSummarizer()
     model = ScriptedModel()
     agent = Agent(name="assistant", model=model, tools=[weather])
@@ -380,6 +389,10 @@ async def test_the_sdk_accepts_the_summary_and_a_trimmed_history(pool: asyncpg.P
     assert is_user_message(last_input[1])
     assert last_input[-1] == user(words(12, "question6"))
     model.assert_complete()
+    # Turns carry their user message's seq (10, 20, ...): the summary covers every message before the first kept one.
+    through = await db.fetchval("SELECT summarized_through_seq FROM sessions WHERE id = $1", session_id)
+    first_kept = next(n for n in range(1, 7) if last_input[1] == user(words(12, f"question{n}")))
+    assert through == first_kept * 10 - 1
 
 
 async def test_an_interrupted_tool_call_is_closed_and_the_next_run_works(pool: asyncpg.Pool, session_id: str) -> None:
