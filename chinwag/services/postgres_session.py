@@ -7,18 +7,26 @@ user message that opened the turn). Connections are held only for the statement 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, Protocol, cast
 
 import asyncpg
 from agents import SessionSettings, TResponseInputItem
-from pydantic import BaseModel
 
 from chinwag.db import context as db
+from chinwag.services.context_items import (
+    Item,
+    call_id_of_call,
+    call_id_of_output,
+    can_close,
+    is_user_message,
+    replayable,
+    synthetic_output,
+    to_json_item,
+    without_id,
+)
 
 logger = logging.getLogger(__name__)
-
-Item = dict[str, Any]
 
 
 class ItemCounter(Protocol):
@@ -27,54 +35,6 @@ class ItemCounter(Protocol):
     def count_text(self, text: str) -> int: ...
 
     def count_item(self, item: Any) -> int: ...
-
-
-def to_json_item(item: Any) -> Item:
-    """An SDK input item as a plain JSON-able dict that PostgreSQL `jsonb` accepts.
-
-    Pydantic models (SDK output items) are dumped the way the SDK itself does (`exclude_unset`); NUL characters,
-    which `jsonb` refuses, become U+FFFD.
-    """
-    if isinstance(item, BaseModel):
-        item = item.model_dump(mode="json", exclude_unset=True)
-    if not isinstance(item, Mapping):
-        raise TypeError(f"a session item must be a mapping, not {type(item).__name__}")
-    return cast(Item, _scrub(dict(item)))
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, Mapping):
-        return {str(k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
-    if isinstance(value, BaseModel):
-        return _scrub(value.model_dump(mode="json", exclude_unset=True))
-    return value
-
-
-def is_user_message(item: Mapping[str, Any]) -> bool:
-    """A message the user typed: where a turn starts."""
-    return item.get("role") == "user" and item.get("type", "message") == "message"
-
-
-def call_id_of_call(item: Mapping[str, Any]) -> str | None:
-    """The call id of a tool call that expects an output item (`function_call`, `computer_call`, ...)."""
-    kind = item.get("type")
-    call_id = item.get("call_id")
-    if isinstance(kind, str) and kind.endswith("_call") and isinstance(call_id, str):
-        return call_id
-    return None
-
-
-def call_id_of_output(item: Mapping[str, Any]) -> str | None:
-    """The call id a tool output answers (`function_call_output`, ...)."""
-    kind = item.get("type")
-    call_id = item.get("call_id")
-    if isinstance(kind, str) and kind.endswith("_call_output") and isinstance(call_id, str):
-        return call_id
-    return None
 
 
 class PostgresSession:
@@ -182,7 +142,7 @@ class PostgresSession:
                 row = rows[index]
                 call_id = call_id_of_call(row.item)
                 if call_id is not None and call_id not in answered:
-                    if row.item.get("type") not in _CLOSABLE_CALLS:
+                    if not can_close(row.item):
                         closed.append(call_id)  # no output shape we can fake: the call itself goes
                         continue
                     pending.append(row)
@@ -218,40 +178,17 @@ class PostgresSession:
         Returns the call ids that were closed."""
         stored = await self.run_rows()
         seen_calls = {(r.item.get("type"), r.item.get("call_id")) for r in stored if r.item.get("call_id")}
-        seen_items = [_without_id(r.item) for r in stored]
+        seen_items = [without_id(r.item) for r in stored]
         fresh: list[Item] = []
         for raw in items:
-            item = _replayable(to_json_item(raw))
+            item = replayable(to_json_item(raw))
             if item.get("call_id") is not None:
                 key = (item.get("type"), item.get("call_id"))
                 if key in seen_calls:
                     continue
                 seen_calls.add(key)
-            elif _without_id(item) in seen_items:
+            elif without_id(item) in seen_items:
                 continue
             fresh.append(item)
         await self.add_json_items(fresh)
         return await self.repair(output=output)
-
-
-_CLOSABLE_CALLS = {"function_call": "function_call_output", "custom_tool_call": "custom_tool_call_output"}
-
-
-def synthetic_output(call: Mapping[str, Any], output: str) -> Item:
-    """The output item that closes `call` with the text `output`."""
-    return {"type": _CLOSABLE_CALLS[str(call["type"])], "call_id": call["call_id"], "output": output}
-
-
-def _replayable(item: Item) -> Item:
-    """An assistant message built by hand (no provider id) as the plain `{role, content}` form, which both the
-    Responses and the Chat Completions paths of the SDK accept; an output message without its id is refused."""
-    if item.get("type") == "message" and item.get("role") == "assistant" and "id" not in item:
-        content = item.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-        return {"role": "assistant", "content": content if isinstance(content, str) else ""}
-    return item
-
-
-def _without_id(item: Mapping[str, Any]) -> Item:
-    return {k: v for k, v in item.items() if k not in ("id", "status")}

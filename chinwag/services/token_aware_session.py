@@ -10,11 +10,10 @@ the view sent.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncpg
@@ -22,28 +21,36 @@ from agents import SessionSettings, TResponseInputItem
 
 from chinwag.db import context as db
 from chinwag.errors import NotFound
-from chinwag.services.postgres_session import (
+from chinwag.services.context_items import (
+    INTERRUPTED_OUTPUT,
+    SUMMARY_INSTRUCTIONS,
+    SUMMARY_PREFIX,
     Item,
-    ItemCounter,
-    PostgresSession,
+    Turn,
     call_id_of_call,
-    call_id_of_output,
-    is_user_message,
+    group_turns,
+    paired_items,
+    summary_item,
+    summary_prompt,
 )
+from chinwag.services.postgres_session import ItemCounter, PostgresSession
+
+__all__ = [
+    "INTERRUPTED_OUTPUT",
+    "SUMMARY_INSTRUCTIONS",
+    "SUMMARY_PREFIX",
+    "ContextView",
+    "Summarize",
+    "TokenAwareSession",
+    "default_reserve",
+    "session_context",
+    "summary_prompt",
+]
 
 logger = logging.getLogger(__name__)
 
 Summarize = Callable[[list[TResponseInputItem]], Awaitable[str]]
 """Condense items (an earlier summary first, if any) into a short text; the chat service wraps the model."""
-
-SUMMARY_PREFIX = "Summary of the earlier conversation (older turns were condensed; their exact messages are gone):"
-INTERRUPTED_OUTPUT = "interrupted"
-SUMMARY_INSTRUCTIONS = (
-    "You condense conversations between a user and an AI assistant. Write a concise summary of the conversation "
-    "below, keeping facts, decisions, names, numbers, open questions, the user's goals and preferences, and the "
-    "results of tool calls that still matter. Write it as notes for the assistant, in the conversation's language. "
-    "Answer with the summary only."
-)
 
 
 async def session_context(
@@ -71,130 +78,6 @@ async def session_context(
 def default_reserve(context_window: int) -> int:
     """Tokens kept free for the answer, the instructions, the tools and the new message by default."""
     return min(8192, context_window // 4)
-
-
-def summary_item(summary: str) -> Item:
-    """The one item that stands for the summarized turns: a system message marked as a summary."""
-    return {"role": "system", "content": f"{SUMMARY_PREFIX}\n\n{summary}"}
-
-
-def is_summary_item(item: Any) -> bool:
-    content = item.get("content") if isinstance(item, dict) else None
-    return isinstance(content, str) and item.get("role") == "system" and content.startswith(SUMMARY_PREFIX)
-
-
-def render_transcript(items: Iterable[Any]) -> str:
-    """Items as plain text (`user: ...`, `assistant: ...`, `tool call ...`), the input of a summary prompt."""
-    lines: list[str] = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        kind = item.get("type", "message")
-        if kind == "message" or "role" in item:
-            text = _content_text(item.get("content"))
-            if is_summary_item(item):
-                lines.append(f"[earlier summary]\n{text.removeprefix(SUMMARY_PREFIX).strip()}")
-            elif text:
-                lines.append(f"{item.get('role', 'unknown')}: {text}")
-        elif call_id_of_call(item) is not None:
-            lines.append(f"tool call {item.get('name', kind)}({item.get('arguments', '')})")
-        elif call_id_of_output(item) is not None:
-            lines.append(f"tool result: {_content_text(item.get('output'))}")
-        elif kind == "reasoning":
-            continue
-        else:
-            lines.append(f"{kind}: {json.dumps(item, ensure_ascii=False)[:2000]}")
-    return "\n\n".join(lines)
-
-
-def summary_prompt(items: Iterable[Any]) -> str:
-    """The user prompt of a summary request; pair it with `SUMMARY_INSTRUCTIONS` as the system prompt."""
-    return f"Conversation to summarize:\n\n{render_transcript(items)}"
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict):
-                text = part.get("text") or part.get("refusal")
-                if isinstance(text, str):
-                    parts.append(text)
-                elif part.get("type") in ("input_image", "input_file"):
-                    parts.append(f"[{part['type'].removeprefix('input_')}]")
-            elif isinstance(part, str):
-                parts.append(part)
-        return "\n".join(parts)
-    return "" if content is None else json.dumps(content, ensure_ascii=False)
-
-
-@dataclass
-class Turn:
-    """Consecutive rows from one user message to the next (merged when a tool call's output lands later)."""
-
-    rows: list[db.ContextRow] = field(default_factory=list)
-
-    @property
-    def tokens(self) -> int:
-        return sum(r.tokens for r in self.rows)
-
-    @property
-    def seq(self) -> int | None:
-        seqs = [r.turn_seq for r in self.rows if r.turn_seq is not None]
-        return max(seqs) if seqs else None
-
-
-def group_turns(rows: Sequence[db.ContextRow]) -> list[Turn]:
-    """Split rows into whole turns: a new turn at each user message or change of `turn_seq`; then merge turns so
-    that every tool call sits in the same turn as its output."""
-    turns: list[Turn] = []
-    for row in rows:
-        if not turns or is_user_message(row.item) or row.turn_seq != turns[-1].rows[-1].turn_seq:
-            turns.append(Turn())
-        turns[-1].rows.append(row)
-
-    output_turn: dict[str, int] = {}
-    for index, turn in enumerate(turns):
-        for row in turn.rows:
-            call_id = call_id_of_output(row.item)
-            if call_id is not None:
-                output_turn[call_id] = index
-    merged: list[Turn] = []
-    index = 0
-    while index < len(turns):
-        group = Turn(rows=list(turns[index].rows))
-        end = index
-        scan = index
-        while scan <= end:
-            for row in turns[scan].rows:
-                call_id = call_id_of_call(row.item)
-                if call_id is not None and output_turn.get(call_id, -1) > end:
-                    end = output_turn[call_id]
-            scan += 1
-        for extra in turns[index + 1 : end + 1]:
-            group.rows.extend(extra.rows)
-        merged.append(group)
-        index = end + 1
-    return merged
-
-
-def paired_items(rows: Iterable[db.ContextRow]) -> list[db.ContextRow]:
-    """Rows without any tool call lacking its output or output lacking its call (never sent to a model)."""
-    rows = list(rows)
-    calls = {cid for r in rows if (cid := call_id_of_call(r.item)) is not None}
-    outputs = {cid for r in rows if (cid := call_id_of_output(r.item)) is not None}
-    kept = []
-    for row in rows:
-        call_id = call_id_of_call(row.item)
-        if call_id is not None and call_id not in outputs:
-            continue
-        call_id = call_id_of_output(row.item)
-        if call_id is not None and call_id not in calls:
-            continue
-        kept.append(row)
-    return kept
 
 
 @dataclass

@@ -11,8 +11,8 @@ import pytest
 from agents import TResponseInputItem
 
 from chinwag.llm.tokens import TiktokenCounter
+from chinwag.services.context_items import SUMMARY_PREFIX, summary_item
 from chinwag.services.postgres_session import PostgresSession
-from chinwag.services.token_aware_session import SUMMARY_PREFIX, summary_item
 from tests.conftest import RunningServer, ServerFactory, TestUser, UserFactory
 from tests.services.layer1_support import WordCounter, assistant, call, output, user, words
 

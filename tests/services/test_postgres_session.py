@@ -11,7 +11,8 @@ from agents import Session, TResponseInputItem
 from agents.testing import assistant_message, function_call
 
 from chinwag.db.pool import open_pool
-from chinwag.services.postgres_session import PostgresSession, to_json_item
+from chinwag.services.context_items import to_json_item
+from chinwag.services.postgres_session import PostgresSession
 from tests.services.layer1_support import WordCounter, assistant, call, make_session, output, user
 
 

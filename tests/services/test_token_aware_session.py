@@ -13,15 +13,17 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 
 from chinwag.db.context import ContextRow
 from chinwag.db.pool import open_pool
-from chinwag.services.postgres_session import call_id_of_call, call_id_of_output, is_user_message
-from chinwag.services.token_aware_session import (
+from chinwag.services.context_items import (
     SUMMARY_PREFIX,
-    TokenAwareSession,
+    call_id_of_call,
+    call_id_of_output,
     group_turns,
     is_summary_item,
+    is_user_message,
     render_transcript,
     summary_prompt,
 )
+from chinwag.services.token_aware_session import TokenAwareSession
 from tests.services.layer1_support import WordCounter, assistant, call, make_session, output, user, words
 
 COUNTER = WordCounter()
