@@ -134,6 +134,7 @@ def user_create(
     display_name: str | None = typer.Option(None, "--display-name", help="Name shown to others."),
 ) -> None:
     """Create a user, whatever CHINWAG_REGISTRATION says (migrating the database first)."""
+    import asyncpg
     from pydantic import ValidationError
 
     from chinwag.errors import Conflict
@@ -148,13 +149,14 @@ def user_create(
     try:
         body = RegisterRequest(email=email, password=password, display_name=display_name)
     except ValidationError as exc:
-        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        raise _fail("; ".join(problems)) from None
     try:
         with _database(settings) as dsn:
             user = asyncio.run(_create_user(dsn, body, admin=admin))
     except Conflict as exc:
         raise _fail(f"{body.email}: {exc.detail}") from None
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise _fail(f"cannot reach the database: {exc}") from None
     typer.echo(f"created {user.role} {user.email} (id {user.id})")
 
