@@ -66,8 +66,14 @@ Sessions = Annotated[SessionService, Depends(get_session_service)]
 
 def get_file_service(conn: HTTPConnection, sessions: Sessions) -> FileService:
     settings: Settings = conn.app.state.settings
+    # The app's token counter when the model clients are up (lifespan); else the file service loads its own.
+    llm = getattr(conn.app.state, "llm", None)
     return FileService(
-        pool=conn.app.state.pool, settings=settings, sessions=sessions, store=FileStore.from_settings(settings)
+        pool=conn.app.state.pool,
+        settings=settings,
+        sessions=sessions,
+        store=FileStore.from_settings(settings),
+        counter=getattr(llm, "counter", None),
     )
 
 

@@ -17,7 +17,7 @@ from agents import FunctionTool, function_tool
 from chinwag.db import files as files_db
 from chinwag.db.files import StoredFile
 from chinwag.errors import BadRequest
-from chinwag.services.file_extract import TextCounter, approximate_tokens
+from chinwag.services.file_extract import TextCounter
 
 READ_DEFAULT_CHARS = 8_000
 READ_MAX_CHARS = 20_000
@@ -64,7 +64,7 @@ async def build_file_context(
     session_id: str,
     file_ids: Sequence[str] = (),
     budget_tokens: int,
-    counter: TextCounter | None = None,
+    counter: TextCounter,
 ) -> FileContext:
     """The files of `session_id` for one run, within `budget_tokens` of instructions.
 
@@ -75,7 +75,7 @@ async def build_file_context(
     files = await files_db.list_files(pool, session_id=sid)
     if not files:
         return FileContext()
-    count = counter.count_text if counter is not None else approximate_tokens
+    count = counter.count_text
 
     named = {fid: i for i, fid in enumerate(dict.fromkeys(file_ids))}
     order = sorted(files, key=lambda f: (named.get(f.id, len(named)), -f.created_at.timestamp()))

@@ -207,8 +207,3 @@ def _html_text(text: str) -> str:
         tag.decompose()
     lines = (line.strip() for line in soup.get_text("\n").splitlines())
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
-
-
-def approximate_tokens(text: str) -> int:
-    """A rough count (about four characters per token) for when no real counter is given."""
-    return (len(text) + 3) // 4

@@ -25,8 +25,9 @@ from chinwag.config import Settings
 from chinwag.db import files as files_db
 from chinwag.db.files import StoredFile
 from chinwag.errors import BadRequest, NotFound, PayloadTooLarge
+from chinwag.llm.tokens import TiktokenCounter
 from chinwag.schemas.files import File
-from chinwag.services.file_extract import Extracted, TextCounter, approximate_tokens, extract_text, sniff_content_type
+from chinwag.services.file_extract import Extracted, TextCounter, extract_text, sniff_content_type
 from chinwag.services.session_service import SessionService
 
 logger = logging.getLogger(__name__)
@@ -321,7 +322,8 @@ class FileService:
 
     def _count(self, text: str) -> int:
         if self._counter is None:
-            return approximate_tokens(text)
+            # Runs in a worker thread: loading the encoding (once per process) does not stall the event loop.
+            self._counter = TiktokenCounter()
         return self._counter.count_text(text)
 
     async def list_files(self, *, user_id: str, session_id: str) -> list[File]:

@@ -18,6 +18,7 @@ import docx
 import httpx
 from fpdf import FPDF
 
+from chinwag.llm.tokens import TiktokenCounter
 from chinwag.routes.files import content_disposition
 from tests.conftest import RunningServer, ServerFactory, TestUser, UserFactory
 
@@ -102,7 +103,7 @@ async def test_upload_list_get_download(server: RunningServer, client: httpx.Asy
     assert file["size"] == len(data)
     assert file["sha256"] == hashlib.sha256(data).hexdigest()
     assert file["content_type"] == "text/plain"  # from the content, not the declared octet-stream
-    assert file["tokens"] > 0
+    assert file["tokens"] == TiktokenCounter().count_text(data.decode())
     uuid.UUID(file["id"])
 
     # The bytes are at <data>/files/<session>/<file>, nowhere else.
