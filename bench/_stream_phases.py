@@ -1,0 +1,297 @@
+"""The measurements of the streaming bench, each against a server speaking chinwag's socket protocol or the relay's.
+
+Every phase is bounded in count and time, and talks only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import httpx
+import psutil
+from websockets.asyncio.client import ClientConnection
+
+from bench._stream_client import Delivered, Protocol, open_socket, send_message
+from bench._stream_common import Child, CpuWatch, percentile
+from bench._stream_floors import set_default_reply
+
+TOKEN_INTERVAL_S = 0.02  # 50 tokens/s
+LAG_TARGET_MS = 10.0
+
+
+@dataclass
+class Target:
+    """Where a phase sends its clients: a server, its WebSocket URL per session, and how it reads messages."""
+
+    name: str
+    server: Child
+    protocol: Protocol
+    url_of: Callable[[int], str]  # a socket URL for the i-th session
+
+
+# CPU per delivered text_delta --------------------------------------------------------------------------------------
+
+
+@dataclass
+class CpuResult:
+    us_per_delta: float
+    deltas: int
+    frame_sizes: list[tuple[int, int]] = field(default_factory=list)
+    incomplete: int = 0
+
+
+async def cpu_per_delta(target: Target, fake: Child, *, streams: int, tokens: int) -> CpuResult:
+    """Server CPU per delivered text_delta: `streams` answers of `tokens` tokens at once, as fast as the fake goes."""
+    await set_default_reply(fake.url, tokens=tokens, delay=0.0)
+    sockets = [await open_socket(target.url_of(i)) for i in range(streams)]
+    try:
+        await send_message(sockets[0], "warm-up", protocol=target.protocol, timeout=60)
+        cpu0 = target.server.cpu_s()
+        results = await asyncio.gather(
+            *(
+                send_message(ws, f"cpu {i}", protocol=target.protocol, timeout=120, sizes=i == 0)
+                for i, ws in enumerate(sockets)
+            )
+        )
+        cpu = target.server.cpu_s() - cpu0
+    finally:
+        await _close_all(sockets)
+    deltas = sum(r.deltas for r in results)
+    return CpuResult(
+        us_per_delta=cpu / max(deltas, 1) * 1e6,
+        deltas=deltas,
+        frame_sizes=results[0].frame_sizes,
+        incomplete=sum(not r.complete for r in results),
+    )
+
+
+# Latency chinwag adds ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LatencyResult:
+    first_token_ms: list[float]  # the fake sends the first token -> the client has its text_delta
+    to_model_ms: list[float]  # the client sends `message` -> the model request arrives at the fake
+    incomplete: int
+
+
+async def latency(target: Target, fake: Child, *, messages: int, sessions: int) -> LatencyResult:
+    """Messages one after another (round robin over `sessions`), each a short answer."""
+    await set_default_reply(fake.url, tokens=5, delay=0.005)
+    sockets = [await open_socket(target.url_of(i)) for i in range(sessions)]
+    first: list[float] = []
+    sent: dict[str, int] = {}
+    incomplete = 0
+    try:
+        for ws in sockets:
+            await send_message(ws, "warm-up", protocol=target.protocol, timeout=30)
+        async with httpx.AsyncClient(base_url=fake.url, timeout=10) as http:
+            await http.post("/_bench/reset")
+            for i in range(messages):
+                content = f"latency probe {i} {random.random():.6f}"
+                got = await send_message(sockets[i % sessions], content, protocol=target.protocol, timeout=30)
+                sent[content] = got.sent_us
+                if got.first_lag_us is not None:
+                    first.append(got.first_lag_us / 1000)
+                incomplete += not got.complete
+            arrivals = (await http.get("/_bench/arrivals")).json()
+    finally:
+        await _close_all(sockets)
+    to_model = [(a["at_us"] - sent[a["last_user"]]) / 1000 for a in arrivals if a["stream"] and a["last_user"] in sent]
+    return LatencyResult(first_token_ms=first, to_model_ms=to_model, incomplete=incomplete)
+
+
+# Concurrent streams at 50 tokens/s ---------------------------------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    streams: int
+    lags_ms: list[float]
+    incomplete: int
+    cpu_share: dict[str, float]
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.lags_ms, 50)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.lags_ms, 99)
+
+    @property
+    def held(self) -> bool:
+        return self.incomplete == 0 and bool(self.lags_ms) and self.p99 < LAG_TARGET_MS
+
+
+async def concurrent_step(
+    target: Target, fake: Child, bench_ps: psutil.Process, *, streams: int, tokens: int, ramp_s: float = 1.0
+) -> StepResult:
+    """`streams` answers at 50 tokens/s at once (started over `ramp_s`); the lag of every token but each first."""
+    await set_default_reply(fake.url, tokens=tokens, delay=TOKEN_INTERVAL_S)
+    sockets = await _open_many(target, streams)
+    watch = CpuWatch(server=target.server.ps, fake=fake.ps, bench=bench_ps)
+    gc.collect()
+
+    async def one(i: int, ws: ClientConnection) -> Delivered:
+        await asyncio.sleep(ramp_s * i / streams)
+        return await send_message(ws, f"stream {i}", protocol=target.protocol, timeout=tokens * 0.1 + 30)
+
+    try:
+        watch.start()
+        results = await asyncio.gather(*(one(i, ws) for i, ws in enumerate(sockets)))
+        watch.stop()
+    finally:
+        await _close_all(sockets)
+    lags = [lag / 1000 for r in results for lag in r.lags_us[1:]]
+    return StepResult(
+        streams=streams,
+        lags_ms=lags,
+        incomplete=sum(not r.complete or r.deltas < tokens for r in results),
+        cpu_share={name: watch.share(name) for name in watch.processes},
+    )
+
+
+async def concurrent_steps(
+    target: Target, fake: Child, bench_ps: psutil.Process, *, counts: list[int], tokens: int
+) -> list[StepResult]:
+    """Step up through `counts` until a step misses the lag target (that step is the last one reported)."""
+    steps = []
+    for count in counts:
+        step = await concurrent_step(target, fake, bench_ps, streams=count, tokens=tokens)
+        steps.append(step)
+        if not step.held:
+            break
+    return steps
+
+
+# Memory per idle socket --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SocketMemory:
+    sockets: int
+    rss_before: int
+    rss_after: int
+
+    @property
+    def per_socket_kb(self) -> float:
+        return (self.rss_after - self.rss_before) / self.sockets / 1024
+
+
+async def idle_socket_memory(
+    target: Target, *, sockets: int, sessions: int, compression: str | None = None, settle_s: float = 1.0
+) -> SocketMemory:
+    """Server RSS growth with `sockets` idle sockets open (spread over `sessions`), each past its `ready`."""
+    await asyncio.sleep(settle_s)
+    before = target.server.rss()
+    conns: list[ClientConnection] = []
+    try:
+        for start in range(0, sockets, 50):
+            batch = range(start, min(start + 50, sockets))
+            conns.extend(
+                await asyncio.gather(
+                    *(open_socket(target.url_of(i % sessions), compression=compression) for i in batch)
+                )
+            )
+        await asyncio.sleep(settle_s)
+        after = target.server.rss()
+    finally:
+        await _close_all(conns)
+    return SocketMemory(sockets=len(conns), rss_before=before, rss_after=after)
+
+
+# Database commits --------------------------------------------------------------------------------------------------
+
+STATS_FLUSH_S = 11.0  # PostgreSQL backends flush their counters within 10 s of going idle
+
+
+@dataclass
+class CommitResult:
+    messages: int
+    per_message: float
+    long_tokens: int
+    long_seconds: float
+    long_commits: int
+
+    @property
+    def checkpoints_per_s(self) -> float:
+        extra = self.long_commits - self.per_message
+        return extra / self.long_seconds if self.long_seconds > 0 else float("nan")
+
+
+class CommitCounter:
+    """`pg_stat_database.xact_commit` of one database, read from a connection of our own (its reads are counted
+    and taken off)."""
+
+    def __init__(self, conn: asyncpg.Connection, database: str) -> None:
+        self.conn = conn
+        self.database = database
+        self.reads = 0
+
+    async def read(self) -> int:
+        value = await self.conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", self.database)
+        own = self.reads
+        self.reads += 1
+        return int(value or 0) - own
+
+
+async def commits(
+    target: Target, fake: Child, counter: CommitCounter, *, messages: int, long_tokens: int, quiet_since: float
+) -> CommitResult:
+    """Commits per message (short answers), then during one long answer at 50 tokens/s. Waits for the counters
+    to be flushed before each reading."""
+    await set_default_reply(fake.url, tokens=5, delay=0.0)
+    ws = await open_socket(target.url_of(0))
+    try:
+        await asyncio.sleep(max(0.0, quiet_since + STATS_FLUSH_S - time.monotonic()))
+        c0 = await counter.read()
+        for i in range(messages):
+            await send_message(ws, f"commit probe {i}", protocol=target.protocol, timeout=30)
+        await asyncio.sleep(STATS_FLUSH_S)
+        c1 = await counter.read()
+        await set_default_reply(fake.url, tokens=long_tokens, delay=TOKEN_INTERVAL_S)
+        started = time.monotonic()
+        got = await send_message(ws, "a long answer", protocol=target.protocol, timeout=long_tokens * 0.1 + 30)
+        seconds = time.monotonic() - started
+        await asyncio.sleep(STATS_FLUSH_S)
+        c2 = await counter.read()
+    finally:
+        await ws.close()
+    return CommitResult(
+        messages=messages,
+        per_message=(c1 - c0) / messages,
+        long_tokens=got.deltas,
+        long_seconds=seconds,
+        long_commits=c2 - c1,
+    )
+
+
+# -------------------------------------------------------------------------------------------------------------------
+
+
+async def _open_many(target: Target, count: int) -> list[ClientConnection]:
+    conns: list[ClientConnection] = []
+    for start in range(0, count, 50):
+        batch = range(start, min(start + 50, count))
+        conns.extend(await asyncio.gather(*(open_socket(target.url_of(i)) for i in batch)))
+    return conns
+
+
+async def _close_all(conns: list[ClientConnection]) -> None:
+    for start in range(0, len(conns), 200):
+        await asyncio.gather(*(ws.close() for ws in conns[start : start + 200]), return_exceptions=True)
+
+
+def frame_growth(sizes: list[tuple[int, int]]) -> tuple[int, int, int]:
+    """(first frame size, last frame size, the spread of sizes once the digits of `seq` are taken off)."""
+    if not sizes:
+        return 0, 0, -1
+    bare = [size - len(str(seq)) for seq, size in sizes]
+    return sizes[0][1], sizes[-1][1], max(bare) - min(bare)

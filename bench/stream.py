@@ -1,0 +1,354 @@
+"""The streaming benchmark (issue "Agent chat over WebSocket"): `python -m bench.stream`.
+
+One run on one machine, one table, each chinwag figure beside its floor:
+
+- the fake model server (`bench._stream_fake`, tokens stamped with their send time) in its own process;
+- chinwag (`python -m chinwag serve`) in its own process, on a scratch database created beside
+  `CHINWAG_BENCH_DATABASE_URL` (default postgresql://postgres@127.0.0.1:5432/test) and dropped afterwards;
+- the floors: the Agents SDK alone in this process, and `bench._stream_bare` in its own process (a bare Starlette
+  WebSocket push, and an SDK-to-WebSocket relay without a database);
+- the clients in this process.
+
+Everything talks to 127.0.0.1 only, every loop is bounded, and every child process is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import psutil
+import uvloop
+
+from bench._stream_chinwag import database_name, scratch_database, sign_in, start_chinwag
+from bench._stream_common import Child, Children, children, free_port, percentile, raise_nofile
+from bench._stream_floors import push_cpu_per_frame, sdk_cpu_per_delta
+from bench._stream_phases import (
+    CommitCounter,
+    CommitResult,
+    CpuResult,
+    LatencyResult,
+    SocketMemory,
+    StepResult,
+    Target,
+    commits,
+    concurrent_steps,
+    cpu_per_delta,
+    frame_growth,
+    idle_socket_memory,
+    latency,
+)
+
+CPU_TARGET_OVER_SDK_US = 30.0
+STREAMS_TARGET = 100
+
+
+@dataclass
+class Options:
+    cpu_streams: int
+    cpu_tokens: int
+    steps: list[int]
+    step_tokens: int
+    latency_messages: int
+    sockets: int
+    commit_messages: int
+    long_tokens: int
+
+
+@dataclass
+class Results:
+    machine: str
+    started: str
+    load: str
+    sdk_us: float = float("nan")
+    push_us: float = float("nan")
+    cpu: CpuResult | None = None
+    relay_cpu: CpuResult | None = None
+    steps: list[StepResult] | None = None
+    relay_steps: list[StepResult] | None = None
+    lat: LatencyResult | None = None
+    relay_lat: LatencyResult | None = None
+    mem: SocketMemory | None = None
+    bare_mem: SocketMemory | None = None
+    deflate_mem: SocketMemory | None = None
+    commit: CommitResult | None = None
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, Python {platform.python_version()}"
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.1f} / {five:.1f}"
+
+
+async def run(opts: Options, log_dir: Path) -> Results:
+    raise_nofile(max(16_384, opts.sockets * 2 + 1024))
+    results = Results(machine=machine(), started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), load=load_average())
+    bench_ps = psutil.Process()
+    with children(log_dir) as kids:
+        port = free_port()
+        fake = kids.start("fake", ["-m", "bench._stream_fake", "--port", str(port)], port=port, ready_path="/v1/models")
+        bare = _start_bare(kids, fake.url)
+        relay = Target("relay", bare, "relay", lambda i: f"ws://127.0.0.1:{bare.port}/ws/relay")
+        push = Target("bare", bare, "relay", lambda i: f"ws://127.0.0.1:{bare.port}/ws/push")
+        async with scratch_database() as dsn:
+            server = start_chinwag(kids, database_url=dsn, fake=fake, data_dir=log_dir / "data")
+            try:
+                api = await sign_in(server)
+                sessions = await api.create_sessions(max([*opts.steps, opts.cpu_streams, 100]))
+                chinwag = Target("chinwag", server, "chinwag", lambda i: api.ws_url(sessions[i % len(sessions)]))
+                _say("warm-up")
+                await cpu_per_delta(chinwag, fake, streams=1, tokens=20)
+                _say(f"(e) {opts.sockets} idle sockets: chinwag, bare, bare with deflate")
+                results.mem = await idle_socket_memory(chinwag, sockets=opts.sockets, sessions=100)
+                results.bare_mem = await idle_socket_memory(push, sockets=opts.sockets, sessions=1)
+                deflating = _start_bare(kids, fake.url, deflate=True, name="bare-deflate")
+                deflate_push = Target(
+                    "deflate", deflating, "relay", lambda i: f"ws://127.0.0.1:{deflating.port}/ws/push"
+                )
+                results.deflate_mem = await idle_socket_memory(
+                    deflate_push, sockets=opts.sockets, sessions=1, compression="deflate"
+                )
+                kids.stop(deflating)
+                _say("(b) chinwag CPU per text_delta")
+                results.cpu = await cpu_per_delta(chinwag, fake, streams=opts.cpu_streams, tokens=opts.cpu_tokens)
+                _say("(d) chinwag latency")
+                results.lat = await latency(chinwag, fake, messages=opts.latency_messages, sessions=10)
+                _say("(c) chinwag concurrent streams")
+                results.steps = await concurrent_steps(
+                    chinwag, fake, bench_ps, counts=opts.steps, tokens=opts.step_tokens
+                )
+                quiet_since = time.monotonic()
+                _say("(a) floors: SDK alone, bare WebSocket push, SDK relay")
+                results.sdk_us, _ = await sdk_cpu_per_delta(fake.url, streams=opts.cpu_streams, tokens=opts.cpu_tokens)
+                results.push_us, _ = await push_cpu_per_frame(bare, sockets=opts.cpu_streams, frames=opts.cpu_tokens)
+                results.relay_cpu = await cpu_per_delta(relay, fake, streams=opts.cpu_streams, tokens=opts.cpu_tokens)
+                results.relay_lat = await latency(relay, fake, messages=opts.latency_messages, sessions=10)
+                results.relay_steps = await concurrent_steps(
+                    relay, fake, bench_ps, counts=opts.steps, tokens=opts.step_tokens
+                )
+                _say("(f) database commits (waits for PostgreSQL's counters to settle)")
+                conn = await asyncpg.connect(dsn, timeout=10)
+                try:
+                    counter = CommitCounter(conn, database_name(dsn))
+                    results.commit = await commits(
+                        chinwag,
+                        fake,
+                        counter,
+                        messages=opts.commit_messages,
+                        long_tokens=opts.long_tokens,
+                        quiet_since=quiet_since,
+                    )
+                finally:
+                    await conn.close()
+            except BaseException:
+                _say(f"failed; chinwag's log ends with:\n{server.tail(30)}")
+                raise
+            finally:
+                kids.stop(server)
+    results.load += f" -> {load_average()}"
+    return results
+
+
+def _start_bare(kids: Children, fake_url: str, *, deflate: bool = False, name: str = "bare") -> Child:
+    port = free_port()
+    args = ["-m", "bench._stream_bare", "--port", str(port), *(["--deflate"] if deflate else [])]
+    env = {"OPENAI_BASE_URL": fake_url + "/v1", "OPENAI_API_KEY": "bench-placeholder"}
+    return kids.start(name, args, port=port, env=env, ready_path="/health")
+
+
+def _say(text: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {text}", flush=True)
+
+
+# The table ---------------------------------------------------------------------------------------------------------
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "no samples"
+    return f"{percentile(values, 50):.2f} / {percentile(values, 99):.2f} ms (n={len(values)})"
+
+
+def _held(steps: list[StepResult] | None) -> tuple[int, str]:
+    """The largest count that held, and what the first failing step showed."""
+    if not steps:
+        return 0, "not measured"
+    held = max((s.streams for s in steps if s.held), default=0)
+    failed = next((s for s in steps if not s.held), None)
+    if failed is None:
+        return held, "every step held"
+    share = ", ".join(f"{name} {value:.0%}" for name, value in failed.cpu_share.items())
+    return held, (
+        f"at {failed.streams}: p99 {failed.p99:.1f} ms, {failed.incomplete} incomplete; CPU of a core: {share}"
+    )
+
+
+def _step_line(step: StepResult) -> str:
+    share = "/".join(f"{value:.0%}" for value in step.cpu_share.values())
+    return f"p50 {step.p50:.2f} / p99 {step.p99:.2f} ms, CPU srv/fake/bench {share}" + (
+        f", {step.incomplete} incomplete" if step.incomplete else ""
+    )
+
+
+def table(r: Results, opts: Options) -> str:
+    rows: list[tuple[str, str, str, str, str]] = []
+    if r.cpu is not None:
+        budget = r.sdk_us + CPU_TARGET_OVER_SDK_US
+        relay = f"; SDK + WebSocket relay (no DB) {r.relay_cpu.us_per_delta:.1f} us" if r.relay_cpu else ""
+        rows.append(
+            (
+                f"(a, b) server CPU per text_delta ({opts.cpu_streams} x {opts.cpu_tokens} tokens)",
+                f"{r.cpu.us_per_delta:.1f} us",
+                f"SDK alone {r.sdk_us:.1f} us; bare WebSocket push {r.push_us:.1f} us{relay}",
+                f"<= SDK + 30 = {budget:.0f} us",
+                _verdict(r.cpu.us_per_delta <= budget, f"{r.cpu.us_per_delta - r.sdk_us:+.1f} us over the SDK"),
+            )
+        )
+    held, broke = _held(r.steps)
+    relay_held, relay_broke = _held(r.relay_steps)
+    rows.append(
+        (
+            "(c) streams at 50 tokens/s held with p99 lag < 10 ms",
+            f"{held} ({broke})",
+            f"relay {relay_held} ({relay_broke})",
+            f">= {STREAMS_TARGET}",
+            _verdict(held >= STREAMS_TARGET, f"{held / relay_held:.0%} of the relay" if relay_held else ""),
+        )
+    )
+    relay_by_count = {s.streams: s for s in r.relay_steps or []}
+    for step in r.steps or []:
+        other = relay_by_count.get(step.streams)
+        rows.append(
+            (
+                f"(c) {step.streams} streams: token lag",
+                _step_line(step),
+                f"relay {_step_line(other)}" if other else "relay: not reached",
+                "p99 < 10 ms",
+                _verdict(step.held, ""),
+            )
+        )
+    if r.lat is not None:
+        relay_first = r.relay_lat.first_token_ms if r.relay_lat else []
+        relay_model = r.relay_lat.to_model_ms if r.relay_lat else []
+        first_p99 = percentile(r.lat.first_token_ms, 99)
+        model_p50, model_p99 = percentile(r.lat.to_model_ms, 50), percentile(r.lat.to_model_ms, 99)
+        rows.append(
+            (
+                "(d) model's first token -> client's first text_delta, p50 / p99",
+                _ms(r.lat.first_token_ms),
+                f"relay {_ms(relay_first)}",
+                "p99 < 1 ms",
+                _verdict(first_p99 < 1.0, ""),
+            )
+        )
+        rows.append(
+            (
+                "(d) client's `message` -> model request at the fake, p50 / p99",
+                _ms(r.lat.to_model_ms),
+                f"relay {_ms(relay_model)}",
+                "p50 < 10, p99 < 25 ms",
+                _verdict(model_p50 < 10 and model_p99 < 25, ""),
+            )
+        )
+    if r.mem is not None:
+        floor = f"bare WebSocket {r.bare_mem.per_socket_kb:.1f} KB" if r.bare_mem else ""
+        if r.deflate_mem:
+            floor += f"; bare with permessage-deflate {r.deflate_mem.per_socket_kb:.1f} KB"
+        rows.append(
+            (
+                f"(e) server RSS per idle socket, {r.mem.sockets} open",
+                f"{r.mem.per_socket_kb:.1f} KB ({r.mem.rss_before / 2**20:.0f} -> {r.mem.rss_after / 2**20:.0f} MiB)",
+                floor,
+                "< 64 KB",
+                _verdict(r.mem.per_socket_kb < 64, ""),
+            )
+        )
+    if r.commit is not None:
+        c = r.commit
+        rows.append(
+            (
+                f"(f) database commits per message ({c.messages} short answers)",
+                f"{c.per_message:.1f}",
+                "-",
+                "a few per message, none per token",
+                _verdict(c.per_message < 30, ""),
+            )
+        )
+        rows.append(
+            (
+                f"(f) extra commits per second of a long answer ({c.long_tokens} tokens in {c.long_seconds:.1f} s)",
+                f"{c.checkpoints_per_s:.2f}/s ({c.long_commits} commits in all)",
+                "-",
+                "<= about 1/s (checkpoints)",
+                _verdict(c.checkpoints_per_s <= 1.2, ""),
+            )
+        )
+    if r.cpu is not None:
+        first, last, spread = frame_growth(r.cpu.frame_sizes)
+        rows.append(
+            (
+                f"text_delta frame size, token 1 vs {len(r.cpu.frame_sizes)}",
+                f"{first} vs {last} bytes (spread {spread} bytes once seq's digits are set aside)",
+                "-",
+                "does not grow with the answer",
+                _verdict(spread == 0, ""),
+            )
+        )
+    head = "| measure | chinwag | floor (same run) | target | result |\n| --- | --- | --- | --- | --- |\n"
+    body = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    return f"Machine: {r.machine}; started {r.started}; load average {r.load}.\n\n{head}{body}"
+
+
+def _verdict(ok: bool, note: str) -> str:
+    return ("met" if ok else "MISSED") + (f" ({note})" if note else "")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="chinwag's streaming benchmark: one run, one table.")
+    parser.add_argument("--cpu-streams", type=int, default=8)
+    parser.add_argument("--cpu-tokens", type=int, default=1000)
+    parser.add_argument("--steps", default="25,50,100,150,200", help="concurrent stream counts to step through")
+    parser.add_argument("--step-tokens", type=int, default=250, help="tokens per stream in each step (at 50/s)")
+    parser.add_argument("--latency-messages", type=int, default=100)
+    parser.add_argument("--sockets", type=int, default=2000)
+    parser.add_argument("--commit-messages", type=int, default=20)
+    parser.add_argument("--long-tokens", type=int, default=500)
+    args = parser.parse_args(argv)
+    opts = Options(
+        cpu_streams=args.cpu_streams,
+        cpu_tokens=args.cpu_tokens,
+        steps=[int(n) for n in args.steps.split(",") if n.strip()],
+        step_tokens=args.step_tokens,
+        latency_messages=args.latency_messages,
+        sockets=args.sockets,
+        commit_messages=args.commit_messages,
+        long_tokens=args.long_tokens,
+    )
+    with tempfile.TemporaryDirectory(prefix="chinwag-bench-") as tmp:
+        started = time.monotonic()
+        results = uvloop.run(run(opts, Path(tmp)))
+        _say(f"done in {time.monotonic() - started:.0f} s")
+    print()
+    print(table(results, opts))
+
+
+if __name__ == "__main__":
+    main()
