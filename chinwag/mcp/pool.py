@@ -187,7 +187,14 @@ class McpPool:
             yield pool
         finally:
             pool._stop()
-            await supervisor
+            try:
+                await asyncio.shield(supervisor)
+            except asyncio.CancelledError:
+                # Cancelled while stopping: cut the clean-up short rather than leave processes behind.
+                supervisor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await supervisor
+                raise
 
     def status(self) -> list[McpServerStatus]:
         """Every configured server, in configuration order."""

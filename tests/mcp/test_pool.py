@@ -143,7 +143,7 @@ async def test_concurrent_runs_get_different_stdio_instances(pool: McpPool) -> N
             waited = time.monotonic() - started
             assert third.unavailable == ["fake"]
             assert [s.name for s in third.servers] == ["web"]
-        assert 0.25 <= waited < 2.0
+        assert 0.25 <= waited < 4
     # Given back: both instances are free again.
     async with pool.acquire(["fake"], wait_s=0.1) as again:
         assert await whoami(again.servers[0]) in pids
@@ -174,7 +174,7 @@ async def test_a_waiting_acquisition_gets_the_instance_a_run_gives_back(pool: Mc
             waited = time.monotonic() - started
             assert waiting.unavailable == []
             pid = await whoami(waiting.servers[0])
-    assert 0.25 <= waited < 3
+    assert 0.25 <= waited < 5
     assert pid in {holder.result() for holder in holders}
 
 
@@ -298,8 +298,8 @@ async def test_large_output_is_cut_with_a_marker(pool: McpPool) -> None:
 
 async def test_a_server_that_cannot_start_leaves_the_others_working(pool: McpPool) -> None:
     started = time.monotonic()
-    async with pool.acquire(["broken", "fake", "nobody", "off"], wait_s=5) as tools:
-        assert time.monotonic() - started < 1
+    async with pool.acquire(["broken", "fake", "nobody", "off"], wait_s=10) as tools:
+        assert time.monotonic() - started < 5  # no waiting for a server that is down
         assert tools.unavailable == ["broken", "nobody", "off"]
         assert [s.name for s in tools.servers] == ["fake"]
         assert text_of(await pooled(tools.servers[0]).call_tool("echo", {"text": "ok"})) == "ok"
