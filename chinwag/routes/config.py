@@ -7,12 +7,13 @@ from fastapi import APIRouter
 from chinwag import __version__
 from chinwag.dependencies import AppSettings
 from chinwag.schemas.config import Limits, ModelInfo, ServerConfig
+from chinwag.services.file_extract import ALLOWED_TYPES
 from chinwag.services.session_service import context_windows
 
 router = APIRouter(prefix="/config", tags=["config"])
 
-# The MIME types uploads may have. Until the file service publishes its list, none is announced.
-UPLOAD_FILE_TYPES: list[str] = []
+# What uploads may be, by name ("PDF", "Markdown", ...): types are judged by content, see file_extract.
+UPLOAD_FILE_TYPES: list[str] = ALLOWED_TYPES
 
 
 @router.get("")

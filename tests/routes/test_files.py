@@ -20,6 +20,7 @@ from fpdf import FPDF
 
 from chinwag.llm.tokens import TiktokenCounter
 from chinwag.routes.files import content_disposition
+from chinwag.services.file_extract import ALLOWED_TYPES
 from tests.conftest import RunningServer, ServerFactory, TestUser, UserFactory
 
 FILE_KEYS = {"id", "name", "size", "content_type", "sha256", "tokens", "created_at"}
@@ -499,3 +500,9 @@ async def test_oversize_stream_is_refused_while_it_is_sent(
     assert await db.fetchval("SELECT count(*) FROM files") == 0
     await asyncio.sleep(0.1)
     assert stored_paths(server) == []
+
+
+async def test_config_lists_the_allowed_types(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/config")).json()
+    assert body["limits"]["file_types"] == ALLOWED_TYPES
+    assert {"PDF", "DOCX", "plain text", "Markdown", "CSV", "JSON", "HTML"} <= set(ALLOWED_TYPES)
