@@ -7,6 +7,7 @@ fake.script(
     fail(429, retry_after=1),                                    # an HTTP error
     say("partial answer that breaks", drop_after=2),             # connection dropped after 2 chunks
     say("slow", stall_before=5),                                 # nothing at all for 5 s
+    say("half an answer then", error_after=3),                   # an error event in the stream after 3 chunks
 )
 ```
 
@@ -43,7 +44,9 @@ class Reply:
     Streamed output is a sequence of *chunks*: the text split into tokens (`tokens` pieces of about equal length, or
     one per word when None), then each tool call's arguments in small pieces. `delay` is slept before each chunk,
     `stall` once after `stall_at` chunks, `stall_before` before anything is sent (even headers). `drop_after` closes
-    the connection after that many chunks without finishing the response. `status` answers an HTTP error instead
+    the connection after that many chunks without finishing the response; `error_after` ends the stream after that
+    many chunks with the error OpenAI sends mid-stream (chat: a `data: {"error": ...}` chunk; responses: a
+    `response.failed` event), with `error_message`. `status` answers an HTTP error instead
     (with `Retry-After` when `retry_after` is set). `echo` answers the text of the last user message.
     `input_tokens`/`output_tokens` override the usage the fake reports (by default: about 4 characters per input
     token, one output token per chunk).
@@ -57,6 +60,7 @@ class Reply:
     retry_after: float | None = None
     error_message: str | None = None
     drop_after: int | None = None
+    error_after: int | None = None
     stall_before: float = 0.0
     stall_at: int | None = None
     stall: float = 0.0
@@ -70,10 +74,13 @@ class Reply:
         where `arguments` may be an object or JSON text."""
         if not isinstance(data, dict):
             raise ValueError("a reply must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        unknown = set(data) - set(_JSON_TYPES)
         if unknown:
             raise ValueError(f"unknown reply fields: {sorted(unknown)}")
+        for name, value in data.items():
+            expected = _JSON_TYPES[name]
+            if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
+                raise ValueError(f"reply field {name!r} has the wrong type: {value!r}")
         values = dict(data)
         values["tool_calls"] = tuple(
             ToolCall(name=c["name"], arguments=_arguments_json(c.get("arguments", {})), call_id=c.get("call_id"))
@@ -82,7 +89,9 @@ class Reply:
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["tool_calls"] = [dataclasses.asdict(c) for c in self.tool_calls]
+        return data
 
 
 @dataclass
@@ -107,6 +116,27 @@ class RecordedRequest:
             if isinstance(item, dict) and item.get("role") == "user":
                 return _content_text(item.get("content"))
         return ""
+
+
+_NUMBER = (int, float)
+_OPTIONAL_INT = (int, type(None))
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "text": (str,),
+    "tokens": _OPTIONAL_INT,
+    "delay": _NUMBER,
+    "tool_calls": (list,),
+    "status": _OPTIONAL_INT,
+    "retry_after": (*_NUMBER, type(None)),
+    "error_message": (str, type(None)),
+    "drop_after": _OPTIONAL_INT,
+    "error_after": _OPTIONAL_INT,
+    "stall_before": _NUMBER,
+    "stall_at": _OPTIONAL_INT,
+    "stall": _NUMBER,
+    "echo": (bool,),
+    "input_tokens": _OPTIONAL_INT,
+    "output_tokens": _OPTIONAL_INT,
+}
 
 
 def say(

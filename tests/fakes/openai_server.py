@@ -42,8 +42,10 @@ from tests.fakes.openai_wire import (
     Wire,
     chat_completion,
     chat_stream,
+    chat_stream_error,
     error_body,
     response_object,
+    responses_failed,
     responses_stream,
 )
 
@@ -223,17 +225,27 @@ class FakeOpenAI:
             wire = chat_stream(answer, include_usage=include_usage)
         else:
             wire = responses_stream(answer, body)
-        await self._play_stream(send, stop, reply, wire)
+        failure = b""
+        if reply.error_after is not None:
+            if api == "chat":
+                failure = chat_stream_error(reply.error_message)
+            else:
+                sequence = wire.events_through(reply.error_after)
+                failure = responses_failed(answer, body, sequence=sequence, message=reply.error_message)
+        await self._play_stream(send, stop, reply, wire, failure)
 
-    async def _play_stream(self, send: Send, stop: asyncio.Event, reply: Reply, wire: Wire) -> None:
+    async def _play_stream(self, send: Send, stop: asyncio.Event, reply: Reply, wire: Wire, failure: bytes) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         await send({"type": "http.response.body", "body": wire.head, "more_body": True})
-        delay, stall_at, drop_after = reply.delay, reply.stall_at, reply.drop_after
+        delay, stall_at, drop_after, error_after = reply.delay, reply.stall_at, reply.drop_after, reply.error_after
         for sent, chunk in enumerate(wire.chunks):
             if sent == stall_at:
                 await _pause(reply.stall, stop)
             if sent == drop_after:
                 raise _Abort("scripted drop")
+            if sent == error_after:
+                await send({"type": "http.response.body", "body": failure, "more_body": False})
+                return
             if delay > 0:
                 await _pause(delay, stop)
             elif stop.is_set():
@@ -244,11 +256,17 @@ class FakeOpenAI:
             await _pause(reply.stall, stop)
         if drop_after is not None and count >= drop_after:
             raise _Abort("scripted drop")
+        if error_after is not None and count >= error_after:
+            await send({"type": "http.response.body", "body": failure, "more_body": False})
+            return
         await send({"type": "http.response.body", "body": wire.tail, "more_body": False})
 
     async def _play_whole(
         self, send: Send, stop: asyncio.Event, reply: Reply, answer: Answer, body: dict[str, Any], *, api: str
     ) -> None:
+        if reply.error_after is not None:
+            await _send_json(send, 500, error_body(500, reply.error_message or "The model failed."))
+            return
         # Not streamed: the client waits as long as the model would take to generate it all.
         chunks = len(answer.tokens) + len(answer.tool_calls)
         await _pause(reply.delay * chunks + (reply.stall if reply.stall_at is not None else 0.0), stop)

@@ -23,6 +23,12 @@ class Wire:
     chunks: list[bytes]
     tail: bytes
 
+    def events_through(self, count: int) -> int:
+        """How many SSE events `head` and the first `count` chunks hold (each ends with a blank line; JSON data never
+        holds one)."""
+        sent = self.head + b"".join(self.chunks[:count])
+        return sent.count(b"\n\n")
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -284,6 +290,20 @@ def responses_stream(answer: Answer, request: dict[str, Any]) -> Wire:
         index += 1
     events.event("response.completed", {"response": response_object(answer, request, done=True)})
     return events.wire()
+
+
+def chat_stream_error(message: str | None) -> bytes:
+    """The error chunk OpenAI sends when a chat completion fails mid-stream (the client raises `APIError`)."""
+    return b"data: " + orjson.dumps(error_body(500, message or "The model failed mid-stream.")) + b"\n\n"
+
+
+def responses_failed(answer: Answer, request: dict[str, Any], *, sequence: int, message: str | None) -> bytes:
+    """The `response.failed` event that ends a Responses stream on a model error."""
+    response = response_object(answer, request, done=False)
+    response["status"] = "failed"
+    response["error"] = {"code": "server_error", "message": message or "The model failed mid-stream."}
+    event = {"type": "response.failed", "sequence_number": sequence, "response": response}
+    return b"event: response.failed\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 def error_body(status: int, message: str | None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from agents import Agent, ModelSettings, RunConfig, Runner, function_tool
+from agents import Agent, AgentsException, ModelSettings, RunConfig, Runner, function_tool
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.models.openai_responses import OpenAIResponsesModel
 from openai import AsyncOpenAI
@@ -180,6 +180,35 @@ async def test_chat_dropped_connection_mid_stream(fake: FakeOpenAI, client: Asyn
     with pytest.raises((httpx.RemoteProtocolError, openai.APIError)):
         await read_all()
     assert "".join(received) == "one two"
+
+
+async def test_chat_error_mid_stream(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    fake.script(say("one two three four", error_after=3, error_message="overloaded"), say("x", error_after=0))
+    stream = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+    received: list[str] = []
+
+    async def read_all() -> None:
+        async for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIError, match="overloaded"):
+        await read_all()
+    assert "".join(received) == "one two three"
+    with pytest.raises(openai.InternalServerError):
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+
+
+async def test_responses_failed_mid_stream(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    fake.script(say("one two three", error_after=2, error_message="context too long"))
+    stream = await client.responses.create(model="m", input="x", stream=True)
+    events = [event async for event in stream]
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert deltas == ["one", " two"]
+    last = events[-1]
+    assert last.type == "response.failed"
+    assert last.response.error is not None
+    assert last.response.error.message == "context too long"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
 
 
 async def test_whole_completion_dropped(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
@@ -368,6 +397,27 @@ async def test_agents_sdk_streamed_run_with_a_tool_round_trip(fake: FakeOpenAI, 
     assert result.context_wrapper.usage.requests == 2
 
 
+@pytest.mark.parametrize("api", ["chat_completions", "responses"])
+async def test_agents_sdk_sees_a_mid_stream_error(fake: FakeOpenAI, client: AsyncOpenAI, api: str) -> None:
+    fake.script(say("partial text here", error_after=2, error_message="upstream overloaded"))
+    model = (
+        OpenAIChatCompletionsModel(model="gpt-4o", openai_client=client)
+        if api == "chat_completions"
+        else OpenAIResponsesModel(model="gpt-4o", openai_client=client)
+    )
+    result = Runner.run_streamed(Agent(name="a", model=model), "hi", run_config=RunConfig(tracing_disabled=True))
+    deltas: list[str] = []
+
+    async def consume() -> None:
+        async for event in result.stream_events():
+            if event.type == "raw_response_event" and event.data.type == "response.output_text.delta":
+                deltas.append(event.data.delta)
+
+    with pytest.raises((openai.APIError, AgentsException), match="upstream overloaded"):
+        await consume()
+    assert "".join(deltas) == "partial text"
+
+
 # Out of process, over the control API ----------------------------------------------------------------------------
 
 
@@ -429,3 +479,8 @@ def test_reply_json_round_trip() -> None:
     assert Reply.from_json(reply.to_json()) == reply
     with pytest.raises(ValueError, match="unknown reply fields"):
         Reply.from_json({"txt": "typo"})
+    with pytest.raises(ValueError, match="wrong type"):
+        Reply.from_json({"tokens": "3"})
+    with pytest.raises(ValueError, match="wrong type"):
+        Reply.from_json({"echo": 1})
+    assert Reply.from_json({"delay": 1, "retry_after": None}).delay == 1
