@@ -14,14 +14,18 @@ from chinwag import __version__
 from chinwag.config import Settings, load_or_create_secret
 from chinwag.db.pool import database_url, open_pool
 from chinwag.errors import install_error_handlers
+from chinwag.llm.provider import LlmClients
 from chinwag.mcp import McpPool, load_mcp_config
 from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.request_id import RequestIdMiddleware
 from chinwag.routes import auth, files, health, messages, search, sessions
+from chinwag.routes import chat as chat_routes
 from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
 from chinwag.services.auth_service import AuthService
+from chinwag.services.chat_service import ChatService
 from chinwag.services.rate_limit import InMemoryRateLimiter
+from chinwag.websocket.manager import ConnectionManager
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,12 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.auth = AuthService(
                 pool=app.state.pool, settings=settings, secret=app.state.secret, limiter=app.state.rate_limiter
             )
+            app.state.llm = await stack.enter_async_context(LlmClients.open(settings))
+            # Runs stop (recorded as interrupted) before the pool, MCP servers and model clients close.
+            app.state.chat = await stack.enter_async_context(
+                ChatService.open(pool=app.state.pool, settings=settings, llm=app.state.llm, mcp=app.state.mcp)
+            )
+            app.state.connections = ConnectionManager(app.state.chat.deps.bus)
             # Objects made during start-up live as long as the process: keep them out of full collections.
             gc.collect()
             gc.freeze()
@@ -62,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
 
     app.include_router(health.router)
+    app.include_router(chat_routes.router)
     app.include_router(auth.router, prefix="/api/v1")
     app.include_router(sessions.router, prefix="/api/v1")
     app.include_router(files.router, prefix="/api/v1")

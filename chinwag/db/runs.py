@@ -117,19 +117,19 @@ async def active_run_id(db: Executor, *, session_id: str) -> str | None:
     return None if value is None else str(value)
 
 
-async def interrupt_abandoned(db: Conn) -> tuple[int, int]:
+async def interrupt_abandoned(db: Conn) -> tuple[list[str], int]:
     """At start-up: runs left 'running' and messages left 'streaming' by a dead process become 'interrupted'.
 
-    Returns (runs, messages) changed. Safe only while no other live process runs chats on this database (see
-    `ChatService.recover`).
+    Returns the sessions of the runs ended, and the number of messages changed. Safe only while no other live
+    process runs chats on this database (see `ChatService.recover`).
     """
     async with db.transaction():
         runs = await db.fetch(
             "UPDATE runs SET status = 'interrupted', finish_reason = 'interrupted', ended_at = now()"
-            " WHERE status = 'running' RETURNING id"
+            " WHERE status = 'running' RETURNING session_id"
         )
         await db.execute("UPDATE sessions SET active_run_id = NULL WHERE active_run_id IS NOT NULL")
         messages = await db.fetch(
             "UPDATE messages SET status = 'interrupted', updated_at = now() WHERE status = 'streaming' RETURNING id"
         )
-    return len(runs), len(messages)
+    return sorted({str(r["session_id"]) for r in runs}), len(messages)

@@ -6,17 +6,24 @@ Knows agents, not sockets: the run itself is `run_task.ChatRun`, a task owned by
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+import asyncpg
+
+from chinwag.config import Settings
 from chinwag.db import runs as runs_db
 from chinwag.errors import Busy, NotFound
 from chinwag.services.file_context import check_file_ids
-from chinwag.services.run_task import ChatRun, RunDeps
+from chinwag.services.postgres_session import PostgresSession
+from chinwag.services.run_task import ChatRun, LlmSource, McpSource, RunDeps
 from chinwag.services.session_service import SessionService
-from chinwag.websocket.runs import RunChannel, TaskSupervisor
+from chinwag.services.token_aware_session import INTERRUPTED_OUTPUT
+from chinwag.websocket.bus import InProcessBus
+from chinwag.websocket.runs import MemoryRunBuffers, RunChannel, TaskSupervisor
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,21 @@ class ChatService:
     def __init__(self, deps: RunDeps, *, supervisor: TaskSupervisor) -> None:
         self.deps = deps
         self.supervisor = supervisor
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, *, pool: asyncpg.Pool, settings: Settings, llm: LlmSource, mcp: McpSource | None
+    ) -> AsyncIterator[ChatService]:
+        """For the lifespan: the in-process bus and run buffers (one worker), recovery of what a dead process left,
+        and at the end every run stopped and recorded as interrupted before the pool closes."""
+        deps = RunDeps(pool=pool, settings=settings, bus=InProcessBus(), buffers=MemoryRunBuffers(), llm=llm, mcp=mcp)
+        chat = cls(deps, supervisor=TaskSupervisor())
+        await chat.recover()
+        try:
+            yield chat
+        finally:
+            await chat.aclose()
 
     def _sessions(self) -> SessionService:
         return SessionService(self.deps.pool, self.deps.settings)
@@ -114,9 +136,16 @@ class ChatService:
         live ones would end their runs' records (their streams go on; their final writes still land).
         """
         async with self.deps.pool.acquire() as conn:
-            runs, messages = await runs_db.interrupt_abandoned(conn)
-        if runs or messages:
-            logger.warning("marked %d abandoned run(s) and %d message(s) as interrupted", runs, messages)
+            sessions, messages = await runs_db.interrupt_abandoned(conn)
+        if sessions or messages:
+            logger.warning("marked runs of %d session(s) and %d message(s) as interrupted", len(sessions), messages)
+        for session_id in sessions:
+            # Their model context may hold a tool call whose output never came: close it.
+            store = PostgresSession(self.deps.pool, session_id, counter=self.deps.llm.counter)
+            try:
+                await store.repair(output=INTERRUPTED_OUTPUT)
+            except LookupError:
+                continue
 
     async def aclose(self) -> None:
         """Stop every run (each records itself as interrupted)."""

@@ -33,7 +33,12 @@ class ModelTurnStarted:
     """A new model response begins (the text of the previous one is complete)."""
 
 
-Mapped = str | ToolStarted | ToolFinished | ModelTurnStarted | None
+@dataclass(frozen=True, slots=True)
+class ModelTurnEnded:
+    """The model response is complete: its text is now an item the SDK stores."""
+
+
+Mapped = str | ToolStarted | ToolFinished | ModelTurnStarted | ModelTurnEnded | None
 
 
 def map_stream_event(event: StreamEvent) -> Mapped:
@@ -46,6 +51,8 @@ def map_stream_event(event: StreamEvent) -> Mapped:
             return delta or None
         if kind == "response.created":
             return ModelTurnStarted()
+        if kind == "response.completed":
+            return ModelTurnEnded()
         return None
     if isinstance(event, RunItemStreamEvent):
         item = event.item

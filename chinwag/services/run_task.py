@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,7 +35,13 @@ from chinwag.schemas.messages import Message, MessageStatus, ToolCall
 from chinwag.schemas.sessions import Session, SessionUpdate, TokenUsage
 from chinwag.services.file_context import build_file_context
 from chinwag.services.postgres_session import ItemCounter
-from chinwag.services.run_events import ModelTurnStarted, ToolFinished, ToolStarted, map_stream_event
+from chinwag.services.run_events import (
+    ModelTurnEnded,
+    ModelTurnStarted,
+    ToolFinished,
+    ToolStarted,
+    map_stream_event,
+)
 from chinwag.services.session_service import SessionService, context_windows
 from chinwag.services.token_aware_session import (
     SUMMARY_INSTRUCTIONS,
@@ -160,6 +167,7 @@ class ChatRun:
         self._result: RunResultStreaming | None = None
         self._layer1: TokenAwareSession | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._overhead_tokens = 0
 
     # --- wiring
 
@@ -248,9 +256,12 @@ class ChatRun:
         )
         acquire = self.deps.mcp.acquire if self.deps.mcp is not None else no_mcp
         async with acquire(self.session.mcp_servers) as tools, self.deps.llm.run_provider() as provider:
+            instructions = self._instructions(files.instructions, tools.unavailable)
+            tool_schemas = json.dumps([t.params_json_schema for t in files.tools])
+            self._overhead_tokens = self.deps.llm.counter.count_text(instructions + tool_schemas)
             agent = Agent(
                 name="chinwag",
-                instructions=self._instructions(files.instructions, tools.unavailable),
+                instructions=instructions,
                 model=self.session.model,
                 tools=list[Tool](files.tools),
                 mcp_servers=list[MCPServer](tools.servers),
@@ -295,7 +306,7 @@ class ChatRun:
                     await sessions.update_message(
                         message_id=self.assistant_message_id, content=state.text, status="streaming"
                     )
-            elif isinstance(mapped, ModelTurnStarted):
+            elif isinstance(mapped, ModelTurnStarted | ModelTurnEnded):
                 state.turn_text = ""
             elif isinstance(mapped, ToolStarted):
                 if mapped.call_id in state.open_tools:
@@ -351,7 +362,7 @@ class ChatRun:
             await sessions.update_message(
                 message_id=self.assistant_message_id, content=state.text, status=_STATUS[finish], usage=state.usage
             )
-        context_tokens = await self._context_tokens()
+        context_tokens = await self._context_tokens(finish)
         await sessions.add_usage(
             session_id=self.session.id,
             input_tokens=state.usage.input_tokens,
@@ -384,20 +395,35 @@ class ChatRun:
             )
 
     async def _keep_partial_answer(self) -> None:
-        """Layer 1 after an interrupt: the words the model got out are part of the conversation."""
-        if self._layer1 is None or not self.state.turn_text.strip():
+        """Layer 1 after an interrupt: what the SDK dropped (the unfinished turn: its text so far, tool calls without
+        output) is stored, and every call left open gets a synthetic output."""
+        if self._layer1 is None:
             return
+        items: list[Any] = []
+        if self._result is not None:
+            items.extend(item.to_input_item() for item in self._result.new_items)
+        if self.state.turn_text.strip():
+            items.append({"role": "assistant", "content": self.state.turn_text})
         try:
-            await self._layer1.store.add_json_items([{"role": "assistant", "content": self.state.turn_text}])
+            await self._layer1.add_partial_turn(items)
         except Exception:
-            logger.exception("run %s: could not keep the partial answer in the model's context", self.run_id)
+            logger.exception("run %s: could not keep the partial turn in the model's context", self.run_id)
 
-    async def _context_tokens(self) -> int | None:
-        """The size of what the model sees next turn (None when Layer 1 was not opened)."""
+    async def _context_tokens(self, finish: FinishReason) -> int | None:
+        """The size of what the model sees next turn (None when Layer 1 was not opened). After a finished run the
+        provider's usage of its last model call makes the stored counts exact."""
         if self._layer1 is None:
             return None
         try:
-            view = await self._layer1.view()
+            last = self._result.raw_responses[-1].usage if self._result and self._result.raw_responses else None
+            if finish == "stop" and last is not None and last.input_tokens > 0:
+                view = await self._layer1.record_usage(
+                    input_tokens=last.input_tokens,
+                    output_tokens=last.output_tokens,
+                    overhead_tokens=self._overhead_tokens,
+                )
+            else:
+                view = await self._layer1.view()
         except Exception:
             logger.exception("run %s: could not measure the context", self.run_id)
             return None
