@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
+import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
+
+from redis.asyncio import Redis
+
+from chinwag.config import Settings
 
 
 class RateLimiter(Protocol):
@@ -56,6 +63,56 @@ class InMemoryRateLimiter:
         for key in stale:
             del self._hits[key]
             self._windows.pop(key, None)
+
+
+# One sorted set per key: members are hits, scores their times (Redis's own clock, the same for every worker).
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(tonumber(oldest[2]) + window - now, 1)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
+return 0
+"""
+
+
+class RedisRateLimiter:
+    """The same sliding windows in Redis, shared by every worker and host. Keys are hashed: no email or address
+    is stored in Redis."""
+
+    def __init__(self, redis: Redis, *, prefix: str = "chinwag:rl:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._acquire = redis.register_script(_ACQUIRE)
+
+    def _key(self, key: str) -> str:
+        return self._prefix + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+    async def acquire(self, key: str, *, limit: int, window_s: float) -> float:
+        member = secrets.token_hex(8)
+        wait_ms = await self._acquire(keys=[self._key(key)], args=[max(1, int(window_s * 1000)), limit, member])
+        return int(wait_ms) / 1000
+
+    async def release(self, key: str) -> None:
+        await self._redis.zpopmax(self._key(key))
+
+
+@contextlib.asynccontextmanager
+async def open_rate_limiter(settings: Settings) -> AsyncIterator[RateLimiter]:
+    """For the lifespan: Redis-backed when CHINWAG_REDIS_URL is set (several workers), else in-process."""
+    if not settings.redis_url:
+        yield InMemoryRateLimiter()
+        return
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        yield RedisRateLimiter(redis)
+    finally:
+        await redis.aclose()
 
 
 def retry_after_seconds(wait: float) -> int:
