@@ -322,3 +322,39 @@ async def test_mcp_server_time_over_stdio(pool: McpPool) -> None:
     assert data["timezone"] == "UTC"
     now = datetime.fromisoformat(data["datetime"])
     assert abs((now - datetime.now(UTC)).total_seconds()) < 60
+
+
+async def test_a_streamed_run_calls_an_mcp_tool(pool: McpPool) -> None:
+    model = ScriptedModel(
+        [[function_call("echo", {"text": "streamed"}, call_id="call-st")], [assistant_message("streamed done")]]
+    )
+    async with pool.acquire(["fake"]) as tools:
+        agent = Agent(name="assistant", model=model, mcp_servers=tools.servers)
+        result = Runner.run_streamed(agent, "go", run_config=NO_TRACING)
+        outputs = [
+            event.item.output
+            async for event in result.stream_events()
+            if event.type == "run_item_stream_event" and event.name == "tool_output"
+        ]
+    assert result.final_output == "streamed done"
+    assert len(outputs) == 1
+    assert "streamed" in json.dumps(outputs[0])
+
+
+async def test_interrupting_a_run_during_a_tool_call_is_quick_and_the_instance_stays_usable(pool: McpPool) -> None:
+    model = ScriptedModel([[function_call("sleep", {"seconds": 30}, call_id="call-long")], [assistant_message("x")]])
+    async with pool.acquire(["fake"]) as tools:
+        pid = await whoami(tools.servers[0])
+        agent = Agent(name="assistant", model=model, mcp_servers=tools.servers)
+        result = Runner.run_streamed(agent, "go", run_config=NO_TRACING)
+        started = 0.0
+        async for event in result.stream_events():
+            if event.type == "run_item_stream_event" and event.name == "tool_called":
+                await asyncio.sleep(0.2)
+                started = time.monotonic()
+                result.cancel()
+        assert 0 < time.monotonic() - started < 2
+    # Back in the pool, the same process answers at once (the cancelled call does not block it).
+    async with pool.acquire(["fake"], wait_s=1) as first, pool.acquire(["fake"], wait_s=1) as second:
+        pids = {await whoami(first.servers[0]), await whoami(second.servers[0])}
+    assert pid in pids
