@@ -49,7 +49,7 @@ class Reply:
     `response.failed` event), with `error_message`. `status` answers an HTTP error instead
     (with `Retry-After` when `retry_after` is set). `echo` answers the text of the last user message.
     `input_tokens`/`output_tokens` override the usage the fake reports (by default: about 4 characters per input
-    token, one output token per chunk).
+    token, one output token per text token plus one per 4 characters of tool-call arguments).
     """
 
     text: str = ""
