@@ -14,8 +14,8 @@ from chinwag.schemas.files import File
 Conn = asyncpg.Connection | asyncpg.Pool
 
 _COLUMNS = (
-    "id, session_id, name, size, content_type, sha256, tokens, extract_error, storage_key, created_at,"
-    " coalesce(length(text), 0) AS text_chars, text IS NOT NULL AS has_text"
+    "id, session_id, name, size, content_type, sha256, tokens, extract_error, storage_key, created_at, text_chars,"
+    " text IS NOT NULL AS has_text"
 )
 
 
@@ -93,7 +93,7 @@ async def insert_file(
     try:
         row = await conn.fetchrow(
             "INSERT INTO files (id, session_id, name, size, content_type, sha256, tokens, text, extract_error,"
-            f" storage_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_COLUMNS}",
+            f" storage_key, text_chars) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {_COLUMNS}",
             file_id,
             session_id,
             name,
@@ -104,6 +104,7 @@ async def insert_file(
             text,
             extract_error,
             storage_key,
+            len(text) if text is not None else 0,
         )
     except asyncpg.ForeignKeyViolationError:
         return None
@@ -171,10 +172,12 @@ async def read_text(conn: Conn, *, session_id: uuid.UUID, file_id: uuid.UUID, of
 
 
 async def search_text(conn: Conn, *, session_id: uuid.UUID, query: str, limit: int) -> list[FileHit]:
-    """Files of the session whose text matches `query`: full-text first (web-search syntax), best first;
-    when that finds nothing, a case-insensitive substring match (names, code identifiers, numbers)."""
+    """Files of the session whose text matches `query`: full-text first (web-search syntax, over the indexed start
+    of each text), best first; when that finds nothing, a case-insensitive substring match over the whole texts
+    (code identifiers, numbers, the far end of very large files)."""
     rows = await conn.fetch(
-        "SELECT id, name, ts_headline('simple', text, q, 'MaxFragments=3, MinWords=8, MaxWords=30') AS snippet"
+        "SELECT id, name,"
+        " ts_headline('simple', left(text, 300000), q, 'MaxFragments=3, MinWords=8, MaxWords=30') AS snippet"
         " FROM (SELECT id, name, text, q, ts_rank(search, q) AS rank"
         "       FROM files, websearch_to_tsquery('simple', $2) AS q"
         "       WHERE session_id = $1 AND search @@ q ORDER BY rank DESC, created_at LIMIT $3) AS best"

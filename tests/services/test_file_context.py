@@ -252,3 +252,20 @@ async def test_check_file_ids(db: asyncpg.Connection, pool: asyncpg.Pool) -> Non
         with pytest.raises(BadRequest) as info:
             await check_file_ids(pool, mine, bad)
         assert bad[-1] in info.value.detail
+
+
+async def test_large_text_of_distinct_words_is_stored_and_searchable(
+    db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    # ~2.6 MB of distinct tokens: its full tsvector would pass PostgreSQL's 1 MiB limit.
+    session_id = await new_session(db)
+    words = [uuid.uuid4().hex[:12] for _ in range(200_000)]
+    text = " ".join(words)
+    await add_file(db, session_id, "hashes.log", text)
+    context = await build_file_context(pool=pool, session_id=session_id, budget_tokens=0, counter=WordCounter())
+    assert f"{len(text)} characters" in context.instructions
+    search = tool(context.tools, "search_files")
+    assert "hashes.log" in await call(search, query=words[10])  # full-text, in the indexed start
+    assert "hashes.log" in await call(search, query=words[-1])  # substring fallback, past the index
+    read = await call(tool(context.tools, "read_file"), name="hashes.log", offset=len(text) - 12, length=100)
+    assert read.split("\n", 1)[1] == words[-1]
