@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 from agents import set_tracing_disabled
@@ -98,8 +99,8 @@ class LlmClients:
         set_tracing_disabled(True)
         counter = await asyncio.to_thread(TiktokenCounter)
         clients = cls(settings, counter=counter)
-        where = settings.azure_openai_endpoint if settings.uses_azure else settings.openai_base_url or "OpenAI"
-        logger.info("models: %s over %s at %s", ", ".join(settings.model_ids), settings.llm_api, where)
+        where = settings.azure_openai_endpoint if settings.uses_azure else settings.openai_base_url
+        logger.info("models: %s over %s at %s", ", ".join(settings.model_ids), settings.llm_api, _safe_url(where))
         yield clients
         if clients.open_clients:
             logger.warning("%d model clients still open at shutdown", clients.open_clients)
@@ -165,3 +166,13 @@ class LlmClients:
             if not completion.choices:
                 return ""
             return completion.choices[0].message.content or ""
+
+
+def _safe_url(url: str | None) -> str:
+    """A base URL fit for a log line: without any user or password in it."""
+    if not url:
+        return "OpenAI"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc, query=""))

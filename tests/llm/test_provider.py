@@ -187,3 +187,13 @@ async def test_open_disables_trace_export(fake: FakeOpenAI) -> None:
         assert isinstance(trace("anything"), NoOpTrace)
         assert llm.counter.count_text("hello world") == 2  # the real encoding, loaded off the loop
         assert [m.id for m in llm.catalog.models()] == ["gpt-4.1-mini"]
+
+
+async def test_open_never_logs_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    settings = _settings(openai_base_url="http://user:hunter2@127.0.0.1:9/v1?key=sk-in-query", openai_api_key="sk-key")
+    with caplog.at_level("INFO", logger="chinwag.llm.provider"):
+        async with LlmClients.open(settings):
+            pass
+    assert "127.0.0.1:9/v1" in caplog.text
+    for secret in ("hunter2", "sk-in-query", "sk-key"):
+        assert secret not in caplog.text
