@@ -73,8 +73,11 @@ def map_stream_event(event: StreamEvent) -> Mapped:
 
 
 def tool_output_text(output: Any) -> str:
-    """A tool's output as the text shown to users (capped)."""
-    if isinstance(output, str):
+    """A tool's output as the text shown to users (capped): text parts joined, other parts named."""
+    text = _parts_text(output)
+    if text is not None:
+        pass
+    elif isinstance(output, str):
         text = output
     else:
         try:
@@ -84,6 +87,27 @@ def tool_output_text(output: Any) -> str:
     if len(text) > TOOL_OUTPUT_MAX_CHARS:
         text = text[:TOOL_OUTPUT_MAX_CHARS] + "\n[output truncated]"
     return text
+
+
+def _parts_text(output: Any) -> str | None:
+    """The text of SDK tool output items (`{"type": "text", "text": ...}`, one or a list), None for other outputs."""
+    parts = output if isinstance(output, list) else [output]
+    if not parts or not all(_part_type(p) is not None for p in parts):
+        return None
+    texts: list[str] = []
+    for part in parts:
+        kind = _part_type(part)
+        if kind in ("text", "input_text", "output_text"):
+            value = part.get("text") if isinstance(part, dict) else getattr(part, "text", "")
+            texts.append(value if isinstance(value, str) else "")
+        else:
+            texts.append(f"[{str(kind).removeprefix('input_')}]")
+    return "\n".join(texts)
+
+
+def _part_type(part: Any) -> str | None:
+    kind = part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
+    return kind if isinstance(kind, str) else None
 
 
 def _field(raw: Any, name: str) -> str | None:

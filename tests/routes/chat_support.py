@@ -20,25 +20,39 @@ from tests.conftest import RunningServer, TestUser
 
 @dataclass
 class Chat:
-    """A user, one of their sessions, and the server both live on."""
+    """A user, one of their sessions, and the server both live on (`server` None: another process at `base_url`)."""
 
-    server: RunningServer
+    base_url: str
     user: TestUser
     session_id: str
+    server: RunningServer | None = None
+
+    @classmethod
+    def on(cls, server: RunningServer, user: TestUser, session_id: str) -> Chat:
+        return cls(base_url=server.url, user=user, session_id=session_id, server=server)
+
+    @property
+    def ws_base(self) -> str:
+        return self.base_url.replace("http://", "ws://", 1)
+
+    @property
+    def running(self) -> RunningServer:
+        assert self.server is not None
+        return self.server
 
     def url(self, *, token: str | None = None, session_id: str | None = None) -> str:
         token = self.user.access_token if token is None else token
-        return f"{self.server.ws_url}/ws/chat/{session_id or self.session_id}?token={token}"
+        return f"{self.ws_base}/ws/chat/{session_id or self.session_id}?token={token}"
 
     async def history(self) -> list[dict[str, Any]]:
-        async with httpx.AsyncClient(base_url=self.server.url + "/api/v1", headers=self.user.headers) as c:
+        async with httpx.AsyncClient(base_url=self.base_url + "/api/v1", headers=self.user.headers) as c:
             answer = await c.get(f"/sessions/{self.session_id}/messages", params={"limit": 100})
             assert answer.status_code == 200, answer.text
             items: list[dict[str, Any]] = answer.json()["items"]
             return items
 
     async def session(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=self.server.url + "/api/v1", headers=self.user.headers) as c:
+        async with httpx.AsyncClient(base_url=self.base_url + "/api/v1", headers=self.user.headers) as c:
             answer = await c.get(f"/sessions/{self.session_id}")
             assert answer.status_code == 200, answer.text
             body: dict[str, Any] = answer.json()

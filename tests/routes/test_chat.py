@@ -31,7 +31,7 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 async def chat(fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory) -> Chat:
     server = await server_factory(openai_base_url=fake.base_url, models="gpt-4.1-mini:1000000")
     user = await user_factory(server)
-    return Chat(server=server, user=user, session_id=await new_session(server, user))
+    return Chat.on(server, user, await new_session(server, user))
 
 
 async def close_code(url: str) -> tuple[int | None, list[str]]:
@@ -58,14 +58,14 @@ async def read_forever(ws: websockets.ClientConnection) -> None:
 
 
 async def test_bad_or_missing_token_closes_4401_before_any_frame(chat: Chat) -> None:
-    base = f"{chat.server.ws_url}/ws/chat/{chat.session_id}"
+    base = f"{chat.ws_base}/ws/chat/{chat.session_id}"
     assert await close_code(base) == (4401, [])
     assert await close_code(base + "?token=nonsense") == (4401, [])
     assert await close_code(base + "?token=") == (4401, [])
 
 
 async def test_a_session_not_the_users_closes_4404(chat: Chat, user_factory: UserFactory) -> None:
-    other = await user_factory(chat.server)
+    other = await user_factory(chat.running)
     assert await close_code(chat.url(token=other.access_token)) == (4404, [])
     assert await close_code(chat.url(session_id=str(uuid.uuid4()))) == (4404, [])
     assert await close_code(chat.url(session_id="not-an-id")) == (4404, [])
@@ -80,7 +80,7 @@ async def test_ready_then_ping_pong(chat: Chat) -> None:
 async def test_an_api_key_works_as_the_token(chat: Chat) -> None:
     import httpx
 
-    async with httpx.AsyncClient(base_url=chat.server.url + "/api/v1", headers=chat.user.headers) as c:
+    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers) as c:
         answer = await c.post("/auth/api-keys", json={"name": "script"})
         assert answer.status_code == 201, answer.text
         key = answer.json()["key"]
@@ -192,7 +192,7 @@ async def test_a_finished_run_can_be_replayed_then_not_after_retention(chat: Cha
         unknown = await sock.recv()
         assert unknown["type"] == "error"
         assert unknown["code"] == "resume_unavailable"
-        chat.server.app.state.chat.deps.buffers.retention_s = 0.0
+        chat.running.app.state.chat.deps.buffers.retention_s = 0.0
         await asyncio.sleep(0.01)
     async with connect(chat) as sock:
         await sock.send({"type": "resume", "run_id": run_id, "after_seq": 0})
@@ -337,7 +337,7 @@ async def test_content_over_the_limit_is_refused(
 ) -> None:
     server = await server_factory(openai_base_url=fake.base_url, max_message_chars=50)
     user = await user_factory(server)
-    chat = Chat(server=server, user=user, session_id=await new_session(server, user))
+    chat = Chat.on(server, user, await new_session(server, user))
     async with connect(chat) as sock:
         await sock.send({"type": "message", "content": "x" * 51})
         error = await sock.recv()

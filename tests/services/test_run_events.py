@@ -58,3 +58,10 @@ def test_tool_output_text_is_capped_and_serialises_objects() -> None:
     long = tool_output_text("x" * 200_000)
     assert len(long) < 101_000
     assert long.endswith("[output truncated]")
+
+
+def test_tool_output_parts_become_text() -> None:
+    assert tool_output_text({"type": "text", "text": "hello"}) == "hello"
+    assert tool_output_text([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]) == "a\nb"
+    assert tool_output_text([{"type": "text", "text": "see"}, {"type": "image", "image_url": "x"}]) == "see\n[image]"
+    assert tool_output_text([]) == "[]"

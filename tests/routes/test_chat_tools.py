@@ -1,0 +1,121 @@
+"""Tool calls over the chat socket, with a real MCP server (the fake one, over stdio) and the fake model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServerFactory, UserFactory
+from tests.fakes.openai_script import call, say
+from tests.fakes.openai_server import FakeOpenAI
+from tests.mcp.support import fake_stdio
+from tests.routes.chat_support import Chat, connect, new_session, text_of
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI.start() as server:
+        yield server
+
+
+@pytest.fixture
+async def chat(fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory, tmp_path: Path) -> Chat:
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"testtools": fake_stdio(pool_size=1, timeout_s=30)}}))
+    server = await server_factory(openai_base_url=fake.base_url, mcp_config=config)
+    user = await user_factory(server)
+    return Chat.on(server, user, await new_session(server, user))
+
+
+def tool_pairs_are_complete(messages: list[dict[str, Any]]) -> bool:
+    """In a chat-completions request: every assistant tool call has its tool answer."""
+    calls = {c["id"] for m in messages if m.get("role") == "assistant" for c in m.get("tool_calls") or []}
+    answers = {m["tool_call_id"] for m in messages if m.get("role") == "tool"}
+    return calls == answers
+
+
+async def test_a_tool_call_is_announced_once_answered_and_kept_in_the_history(chat: Chat, fake: FakeOpenAI) -> None:
+    fake.script(call("echo", {"text": "hello tools"}, text="Let me echo that."), say("It said hello tools."))
+    async with connect(chat) as sock:
+        await sock.send({"type": "message", "content": "echo something"})
+        frames = await sock.until("assistant_end", timeout=30)
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    starts = [f for f in frames if f["type"] == "tool_start"]
+    dones = [f for f in frames if f["type"] == "tool_done"]
+    assert len(starts) == 1
+    assert len(dones) == 1
+    start, done = starts[0], dones[0]
+    assert (start["name"], start["server"]) == ("echo", "testtools")
+    assert json.loads(start["arguments"]) == {"text": "hello tools"}
+    assert (done["call_id"], done["name"], done["output"], done["ok"]) == (
+        start["call_id"],
+        "echo",
+        "hello tools",
+        True,
+    )
+    assert frames.index(start) < frames.index(done)
+    assert frames[-1]["finish_reason"] == "stop"
+
+    history = await chat.history()
+    assert [m["role"] for m in history] == ["user", "assistant", "tool"]
+    assert history[1]["content"] == text_of(frames) == "Let me echo that.It said hello tools."
+    tool = history[2]
+    assert tool["tool"] == {
+        "call_id": start["call_id"],
+        "name": "echo",
+        "arguments": start["arguments"],
+        "output": "hello tools",
+        "ok": True,
+    }
+    assert tool["content"] == "hello tools"
+    # The second model call got the tool's answer.
+    assert tool_pairs_are_complete(fake.requests[1].body["messages"])
+
+
+async def test_a_failing_tool_is_done_with_ok_false_and_the_run_goes_on(chat: Chat, fake: FakeOpenAI) -> None:
+    fake.script(call("fail", {"message": "disk on fire"}), say("The tool failed."))
+    async with connect(chat) as sock:
+        await sock.send({"type": "message", "content": "try the tool"})
+        frames = await sock.until("assistant_end", timeout=30)
+    done = next(f for f in frames if f["type"] == "tool_done")
+    assert done["ok"] is False
+    assert "disk on fire" in done["output"]
+    assert frames[-1]["finish_reason"] == "stop"
+    history = await chat.history()
+    assert history[2]["tool"]["ok"] is False
+
+
+async def test_interrupt_mid_tool_closes_the_tool_and_leaves_the_context_valid(chat: Chat, fake: FakeOpenAI) -> None:
+    fake.script(call("sleep", {"seconds": 20}, text="Sleeping."), say("Awake again."))
+    async with connect(chat) as sock:
+        await sock.send({"type": "message", "content": "sleep please"})
+        frames = await sock.until("tool_start", timeout=30)
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        await sock.send({"type": "interrupt"})
+        frames += await sock.until("assistant_end", timeout=5)
+        assert loop.time() - asked < 1.0
+        start = next(f for f in frames if f["type"] == "tool_start")
+        done = next(f for f in frames if f["type"] == "tool_done")
+        assert (done["call_id"], done["ok"]) == (start["call_id"], False)
+        assert frames[-1]["finish_reason"] == "interrupted"
+
+        history = await chat.history()
+        assert [m["role"] for m in history] == ["user", "assistant", "tool"]
+        assert history[1]["status"] == "interrupted"
+        assert history[1]["content"] == "Sleeping."
+        assert history[2]["status"] == "interrupted"
+        assert history[2]["tool"]["ok"] is False
+
+        await sock.send({"type": "message", "content": "are you there?"})
+        second = await sock.until("assistant_end", timeout=30)
+        assert second[-1]["finish_reason"] == "stop"
+    messages = fake.requests[1].body["messages"]
+    assert tool_pairs_are_complete(messages)
+    assert messages[-1]["role"] == "user"
