@@ -7,10 +7,12 @@ path ever comes from a client. The name a client sends is kept for display only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
+import time
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
@@ -36,6 +38,8 @@ UPLOAD_FIELD = "file"
 NAME_MAX_CHARS = 255
 # Room for the multipart framing (boundaries, part headers) on top of the file itself.
 _FORM_OVERHEAD = 64 * 1024
+# An upload's temporary file untouched this long was left by a process that died mid-upload.
+STALE_UPLOAD_S = 6 * 3600
 # Other form fields are ignored, but not read without end.
 _MAX_OTHER_FIELD_BYTES = 16 * 1024
 
@@ -74,9 +78,17 @@ class FileStore:
         return f"{session_id}/{file_id}"
 
     def new_temp_path(self, session_id: uuid.UUID) -> Path:
-        """A fresh temporary path in the session's folder (created if needed); renamed into place when complete."""
+        """A fresh temporary path in the session's folder (created if needed); renamed into place when complete.
+
+        Blocking (call it in a thread). Temporary files a crashed process left in this folder are removed here.
+        """
         folder = self.session_dir(session_id)
         folder.mkdir(parents=True, exist_ok=True)
+        stale = time.time() - STALE_UPLOAD_S
+        for old in folder.glob(".upload-*.part"):
+            with contextlib.suppress(OSError):
+                if old.stat().st_mtime < stale:
+                    old.unlink()
         return folder / f".upload-{uuid.uuid4()}.part"
 
     async def remove(self, storage_key: str) -> None:
@@ -259,7 +271,7 @@ class FileService:
         if content_length is not None and content_length > self._max_bytes + _FORM_OVERHEAD:
             raise self._too_large()
         form = _MultipartFile(content_type)
-        temp = self._store.new_temp_path(sid)
+        temp = await asyncio.to_thread(self._store.new_temp_path, sid)
         try:
             size, sha256 = await self._receive(form, body, temp)
             name = display_name(form.filename or "")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import sys
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -506,3 +508,19 @@ async def test_config_lists_the_allowed_types(client: httpx.AsyncClient) -> None
     body = (await client.get("/config")).json()
     assert body["limits"]["file_types"] == ALLOWED_TYPES
     assert {"PDF", "DOCX", "plain text", "Markdown", "CSV", "JSON", "HTML"} <= set(ALLOWED_TYPES)
+
+
+async def test_uploads_left_half_written_by_a_dead_process_are_swept(
+    server: RunningServer, client: httpx.AsyncClient, alice: TestUser
+) -> None:
+    session_id = await new_session(client, alice)
+    folder = files_dir(server) / session_id
+    folder.mkdir(parents=True)
+    stale = folder / f".upload-{uuid.uuid4()}.part"
+    recent = folder / f".upload-{uuid.uuid4()}.part"  # maybe another upload, still running
+    stale.write_bytes(b"half")
+    recent.write_bytes(b"half")
+    day_ago = time.time() - 24 * 3600
+    os.utime(stale, (day_ago, day_ago))
+    file_id = (await upload(client, alice, session_id, "a.txt", b"a")).json()["id"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([file_id, recent.name])
