@@ -41,19 +41,21 @@ class ToolCall:
 class Reply:
     """One scripted model answer.
 
-    Streamed output is a sequence of *chunks*: the text split into tokens (`tokens` pieces of about equal length, or
-    one per word when None), then each tool call's arguments in small pieces. `delay` is slept before each chunk,
-    `stall` once after `stall_at` chunks, `stall_before` before anything is sent (even headers). `drop_after` closes
-    the connection after that many chunks without finishing the response; `error_after` ends the stream after that
-    many chunks with the error OpenAI sends mid-stream (chat: a `data: {"error": ...}` chunk; responses: a
-    `response.failed` event), with `error_message`. `status` answers an HTTP error instead
-    (with `Retry-After` when `retry_after` is set). `echo` answers the text of the last user message.
-    `input_tokens`/`output_tokens` override the usage the fake reports (by default: about 4 characters per input
-    token, one output token per text token plus one per 4 characters of tool-call arguments).
+    Streamed output is a sequence of *chunks*: the `reasoning` one chunk per word (a reasoning summary on the
+    Responses API; `reasoning_content` deltas on chat completions, as vLLM and Ollama send it), then the text split
+    into tokens (`tokens` pieces of about equal length, or one per word when None), then each tool call's arguments
+    in small pieces. `delay` is slept before each chunk, `stall` once after `stall_at` chunks, `stall_before` before
+    anything is sent (even headers). `drop_after` closes the connection after that many chunks without finishing
+    the response; `error_after` ends the stream after that many chunks with the error OpenAI sends mid-stream (chat:
+    a `data: {"error": ...}` chunk; responses: a `response.failed` event), with `error_message`. `status` answers an
+    HTTP error instead (with `Retry-After` when `retry_after` is set). `echo` answers the text of the last user
+    message. `input_tokens`/`output_tokens` override the usage the fake reports (by default: about 4 characters per
+    input token, one output token per text or reasoning token plus one per 4 characters of tool-call arguments).
     """
 
     text: str = ""
     tokens: int | None = None
+    reasoning: str = ""
     delay: float = 0.0
     tool_calls: tuple[ToolCall, ...] = ()
     status: int | None = None
@@ -123,6 +125,7 @@ _OPTIONAL_INT = (int, type(None))
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "text": (str,),
     "tokens": _OPTIONAL_INT,
+    "reasoning": (str,),
     "delay": _NUMBER,
     "tool_calls": (list,),
     "status": _OPTIONAL_INT,

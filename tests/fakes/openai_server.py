@@ -268,7 +268,7 @@ class FakeOpenAI:
             await _send_json(send, 500, error_body(500, reply.error_message or "The model failed."))
             return
         # Not streamed: the client waits as long as the model would take to generate it all.
-        chunks = len(answer.tokens) + len(answer.tool_calls)
+        chunks = len(answer.reasoning) + len(answer.tokens) + len(answer.tool_calls)
         await _pause(reply.delay * chunks + (reply.stall if reply.stall_at is not None else 0.0), stop)
         payload = orjson.dumps(chat_completion(answer) if api == "chat" else response_object(answer, body, done=True))
         if reply.drop_after is not None:
@@ -285,6 +285,7 @@ class FakeOpenAI:
         number = next(self._ids)
         text = request.last_user_text if reply.echo else reply.text
         tokens = split_tokens(text, reply.tokens)
+        reasoning = split_tokens(reply.reasoning, None)
         tool_calls = []
         for i, tool_call in enumerate(reply.tool_calls):
             call_id = tool_call.call_id or f"call_fake{number}_{i}"
@@ -296,7 +297,7 @@ class FakeOpenAI:
             input_tokens = max(1, len(orjson.dumps(prompt)) // 4)
         output_tokens = reply.output_tokens
         if output_tokens is None:
-            output_tokens = len(tokens) + sum(max(1, len(c.arguments) // 4) for c in reply.tool_calls)
+            output_tokens = len(tokens) + len(reasoning) + sum(max(1, len(c.arguments) // 4) for c in reply.tool_calls)
         return Answer(
             model=str(body.get("model", "fake-model")),
             response_id=f"chatcmpl-fake{number}" if "messages" in body else f"resp_fake{number}",
@@ -305,6 +306,7 @@ class FakeOpenAI:
             tool_calls=tool_calls,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
+            reasoning=reasoning,
         )
 
     # Control API ------------------------------------------------------------------------------------------------

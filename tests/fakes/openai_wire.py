@@ -7,7 +7,7 @@ at once, then each chunk after the reply's pace, then `tail`. The per-token path
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -41,10 +41,19 @@ class Answer:
     tool_calls: list[tuple[str, str, ToolCall]]  # (item id, call id, call)
     input_tokens: int
     output_tokens: int
+    reasoning: list[str] = field(default_factory=list)  # reasoning summary tokens, streamed before the text
 
     @property
     def text(self) -> str:
         return "".join(self.tokens)
+
+    @property
+    def reasoning_text(self) -> str:
+        return "".join(self.reasoning)
+
+    @property
+    def reasoning_id(self) -> str:
+        return self.message_id.replace("msg_", "rs_", 1)
 
 
 class _Events:
@@ -80,7 +89,7 @@ def chat_usage(answer: Answer) -> dict[str, Any]:
         "total_tokens": answer.input_tokens + answer.output_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": len(answer.reasoning),
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -107,6 +116,9 @@ def chat_stream(answer: Answer, *, include_usage: bool) -> Wire:
     suffix = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null' if include_usage else b"") + b"}\n\n"
     events = _Events()
     events.add(prefix + b'{"role":"assistant","content":"","refusal":null}' + suffix)
+    for token in answer.reasoning:
+        # As vLLM, DeepSeek and Ollama stream reasoning; the Agents SDK turns it into a reasoning item.
+        events.add(prefix + b'{"reasoning_content":' + orjson.dumps(token) + b"}" + suffix, chunk=True)
     for token in answer.tokens:
         events.add(prefix + b'{"content":' + orjson.dumps(token) + b"}" + suffix, chunk=True)
     for index, (_item_id, call_id, tool_call) in enumerate(answer.tool_calls):
@@ -149,6 +161,8 @@ def chat_completion(answer: Answer) -> dict[str, Any]:
         "refusal": None,
         "annotations": [],
     }
+    if answer.reasoning:
+        message["reasoning_content"] = answer.reasoning_text
     if answer.tool_calls:
         message["tool_calls"] = [
             {"id": call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -179,6 +193,10 @@ def _message_item(answer: Answer, *, done: bool) -> dict[str, Any]:
     }
 
 
+def _summary_part(text: str) -> dict[str, Any]:
+    return {"type": "summary_text", "text": text}
+
+
 def _text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
@@ -194,8 +212,14 @@ def _call_item(item_id: str, call_id: str, tool_call: ToolCall, *, done: bool) -
     }
 
 
+def _reasoning_item(answer: Answer, *, done: bool) -> dict[str, Any]:
+    summary = [{"type": "summary_text", "text": answer.reasoning_text}] if done else []
+    return {"id": answer.reasoning_id, "type": "reasoning", "summary": summary}
+
+
 def _output(answer: Answer) -> list[dict[str, Any]]:
-    output = [_message_item(answer, done=True)] if answer.tokens else []
+    output = [_reasoning_item(answer, done=True)] if answer.reasoning else []
+    output += [_message_item(answer, done=True)] if answer.tokens else []
     output += [_call_item(i, c, t, done=True) for i, c, t in answer.tool_calls]
     return output
 
@@ -206,7 +230,7 @@ def response_object(answer: Answer, request: dict[str, Any], *, done: bool) -> d
         "input_tokens": answer.input_tokens,
         "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": answer.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": len(answer.reasoning)},
         "total_tokens": answer.input_tokens + answer.output_tokens,
     }
     return {
@@ -254,12 +278,28 @@ def responses_stream(answer: Answer, request: dict[str, Any]) -> Wire:
     events.event("response.created", {"response": response_object(answer, request, done=False)})
     events.event("response.in_progress", {"response": response_object(answer, request, done=False)})
     index = 0
+    if answer.reasoning:
+        summary = {"item_id": answer.reasoning_id, "output_index": index, "summary_index": 0}
+        events.event("response.output_item.added", {"output_index": index, "item": _reasoning_item(answer, done=False)})
+        events.event("response.reasoning_summary_part.added", {**summary, "part": _summary_part("")})
+        for token in answer.reasoning:
+            events.event("response.reasoning_summary_text.delta", {**summary, "delta": token}, chunk=True)
+        events.event("response.reasoning_summary_text.done", {**summary, "text": answer.reasoning_text})
+        events.event("response.reasoning_summary_part.done", {**summary, "part": _summary_part(answer.reasoning_text)})
+        events.event("response.output_item.done", {"output_index": index, "item": _reasoning_item(answer, done=True)})
+        index += 1
     if answer.tokens:
         where = {"item_id": answer.message_id, "output_index": index, "content_index": 0}
         events.event("response.output_item.added", {"output_index": index, "item": _message_item(answer, done=False)})
         events.event("response.content_part.added", {**where, "part": _text_part("")})
         delta_head = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
-        delta_where = b',"item_id":"' + answer.message_id.encode() + b'","output_index":0,"content_index":0,"delta":'
+        delta_where = (
+            b',"item_id":"'
+            + answer.message_id.encode()
+            + b'","output_index":'
+            + str(index).encode()
+            + b',"content_index":0,"delta":'
+        )
         for token in answer.tokens:
             data = delta_head + str(events.sequence).encode() + delta_where + orjson.dumps(token)
             events.add(data + b',"logprobs":[]}\n\n', chunk=True)

@@ -347,6 +347,34 @@ async def test_responses_whole_and_errors(fake: FakeOpenAI, client: AsyncOpenAI)
         await client.responses.create(model="m", input="hi")
 
 
+async def test_reasoning_on_both_apis(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    fake.script(say("The answer.", reasoning="Think it through first."), say("Sure.", reasoning="Hmm, fine."))
+    stream = await client.responses.create(model="o3", input="q", stream=True)
+    summary = ""
+    completed = None
+    async for event in stream:
+        if event.type == "response.reasoning_summary_text.delta":
+            summary += event.delta
+        if event.type == "response.completed":
+            completed = event.response
+    assert summary == "Think it through first."
+    assert completed is not None
+    assert [item.type for item in completed.output] == ["reasoning", "message"]
+    assert completed.usage is not None
+    assert completed.usage.output_tokens_details.reasoning_tokens == 4
+
+    chat_stream = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "q"}], stream=True
+    )
+    reasoning = ""
+    text = ""
+    async for chunk in chat_stream:
+        delta = chunk.choices[0].delta
+        reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+        text += delta.content or ""
+    assert (reasoning, text) == ("Hmm, fine.", "Sure.")
+
+
 # The Agents SDK --------------------------------------------------------------------------------------------------
 
 
@@ -395,6 +423,18 @@ async def test_agents_sdk_streamed_run_with_a_tool_round_trip(fake: FakeOpenAI, 
     # "Adding." is one token, its 13 characters of arguments three more; then the scripted 5.
     assert result.context_wrapper.usage.output_tokens == 4 + 5
     assert result.context_wrapper.usage.requests == 2
+
+
+async def test_agents_sdk_replays_reasoning_items_on_responses(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    fake.script(call("add", {"a": 1, "b": 1}, reasoning="Use the tool."), say("2"))
+    agent = Agent(name="r", model=OpenAIResponsesModel(model="o3", openai_client=client), tools=[add])
+    result = Runner.run_streamed(agent, "1+1?", run_config=RunConfig(tracing_disabled=True))
+    names = [e.name async for e in result.stream_events() if e.type == "run_item_stream_event"]
+    assert names[0] == "reasoning_item_created"
+    assert result.final_output == "2"
+    second_input = fake.requests[1].body["input"]
+    kinds = [item.get("type") for item in second_input if isinstance(item, dict)]
+    assert kinds.index("reasoning") < kinds.index("function_call") < kinds.index("function_call_output")
 
 
 @pytest.mark.parametrize("api", ["chat_completions", "responses"])
