@@ -363,3 +363,27 @@ async def test_a_socket_that_closes_mid_run_does_not_disturb_the_others(chat: Ch
             await leaves.recv()
         frames = await stays.until("assistant_end")
     assert text_of(frames) == "a b c d e f g h i j k l m n o p"
+
+
+async def test_the_first_exchange_names_the_session_for_every_tab(chat: Chat, fake: FakeOpenAI) -> None:
+    async with connect(chat) as sock:
+        session_id = await new_session(chat.running, chat.user, title="")
+        untitled = Chat.on(chat.running, chat.user, session_id)
+        fake.script(say("It is noon in Paris."), say('"Noon in Paris."'), say("Still noon."))
+        async with connect(untitled) as tab1, connect(untitled) as tab2:
+            await tab1.send({"type": "message", "content": "What time is it in Paris?"})
+            await tab1.until("assistant_end")
+            updated = (await tab1.until("session_updated"))[-1]
+            assert (await tab2.until("session_updated"))[-1] == updated
+            assert updated["session"]["id"] == session_id
+            assert updated["session"]["title"] == "Noon in Paris"
+            title_request = fake.requests[1]
+            assert "What time is it in Paris?" in str(title_request.body["messages"])
+            assert "It is noon in Paris." in str(title_request.body["messages"])
+            # Only the first exchange: the second run asks for no title.
+            await tab1.send({"type": "message", "content": "And now?"})
+            await tab1.until("assistant_end")
+            await tab1.quiet(0.3)
+        assert (await untitled.session())["title"] == "Noon in Paris"
+        await sock.quiet(0.05)  # another session's socket heard nothing of it
+    assert len(fake.requests) == 3

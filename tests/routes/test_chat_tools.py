@@ -119,3 +119,28 @@ async def test_interrupt_mid_tool_closes_the_tool_and_leaves_the_context_valid(c
     messages = fake.requests[1].body["messages"]
     assert tool_pairs_are_complete(messages)
     assert messages[-1]["role"] == "user"
+
+
+async def test_a_run_past_max_turns_ends_with_max_turns(
+    fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory, tmp_path: Path
+) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"testtools": fake_stdio(pool_size=1)}}))
+    server = await server_factory(openai_base_url=fake.base_url, mcp_config=config, max_turns=1)
+    user = await user_factory(server)
+    chat = Chat.on(server, user, await new_session(server, user))
+    fake.script(call("echo", {"text": "again"}), call("echo", {"text": "and again"}))
+    async with connect(chat) as sock:
+        await sock.send({"type": "message", "content": "loop"})
+        frames = await sock.until("assistant_end", timeout=30)
+        assert frames[-1]["finish_reason"] == "max_turns"
+        assert [f["type"] for f in frames].count("tool_done") == 1
+        history = await chat.history()
+        assert [m["role"] for m in history] == ["user", "assistant", "tool"]
+        await sock.send({"type": "message", "content": "stop looping"})
+        again = await sock.until("assistant_end", timeout=30)
+    assert again[-1]["finish_reason"] == "max_turns"
+    assert len(fake.requests) == 2
+    # The second run's model call saw the first run's call with its output.
+    assert tool_pairs_are_complete(fake.requests[-1].body["messages"])
+    assert any(m.get("role") == "tool" for m in fake.requests[-1].body["messages"])
