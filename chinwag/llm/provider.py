@@ -30,7 +30,7 @@ from openai import AsyncAzureOpenAI, AsyncOpenAI
 
 from chinwag.config import Settings, SettingsError
 from chinwag.llm.catalog import ModelCatalog
-from chinwag.llm.tokens import TiktokenCounter, TokenCounter
+from chinwag.llm.tokens import ApproximateCounter, EncodingFileError, TiktokenCounter, TokenCounter
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,13 @@ class LlmClients:
     async def open(cls, settings: Settings) -> AsyncIterator[LlmClients]:
         """For the lifespan: tracing export off, the encoding loaded off the event loop (it takes most of a second)."""
         set_tracing_disabled(True)
-        counter = await asyncio.to_thread(TiktokenCounter)
+        counter: TokenCounter
+        try:
+            counter = await asyncio.to_thread(TiktokenCounter)
+        except EncodingFileError:
+            # A damaged install: chat still works, with token counts about 10-20% off.
+            logger.exception("tokenizer unavailable: counting about four characters per token instead")
+            counter = ApproximateCounter()
         clients = cls(settings, counter=counter)
         where = settings.azure_openai_endpoint if settings.uses_azure else settings.openai_base_url
         logger.info("models: %s over %s at %s", ", ".join(settings.model_ids), settings.llm_api, _safe_url(where))

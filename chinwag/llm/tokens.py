@@ -93,20 +93,34 @@ class EncodingFileError(RuntimeError):
 def load_encoding(name: str) -> tiktoken.Encoding:
     """The named encoding, from the shipped file. Cached for the process: it is immutable data that takes most of a
     second and tens of MB to build, like tiktoken's own registry."""
-    spec = _SPECS.get(name)
-    if spec is None:
-        raise ValueError(f"unknown encoding {name!r}; known: {', '.join(ENCODINGS)}")
+    spec = _spec(name)
     try:
         packed = importlib.resources.files("chinwag.llm").joinpath("encodings", spec.file).read_bytes()
     except OSError as exc:
         raise EncodingFileError(f"encoding file {spec.file} is missing from the chinwag package") from exc
-    contents = gzip.decompress(packed)
+    return parse_encoding(name, packed)
+
+
+def parse_encoding(name: str, packed: bytes) -> tiktoken.Encoding:
+    """Build the named encoding from its gzip-compressed rank file, refusing a file that is not the pinned one."""
+    spec = _spec(name)
+    try:
+        contents = gzip.decompress(packed)
+    except (OSError, EOFError) as exc:
+        raise EncodingFileError(f"encoding file {spec.file} is not gzip data") from exc
     if hashlib.sha256(contents).hexdigest() != spec.sha256:
         raise EncodingFileError(f"encoding file {spec.file} does not match its pinned SHA-256")
     ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in contents.splitlines())}
     return tiktoken.Encoding(
         name=name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=dict(spec.special_tokens)
     )
+
+
+def _spec(name: str) -> _EncodingSpec:
+    spec = _SPECS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown encoding {name!r}; known: {', '.join(ENCODINGS)}")
+    return spec
 
 
 def encoding_for_model(model_id: str) -> str:

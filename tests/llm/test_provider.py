@@ -17,7 +17,7 @@ from openai import AsyncOpenAI
 
 from chinwag.config import Settings, SettingsError
 from chinwag.llm.provider import PLACEHOLDER_API_KEY, LlmClients, RunModelProvider
-from chinwag.llm.tokens import ApproximateCounter
+from chinwag.llm.tokens import ApproximateCounter, EncodingFileError, TiktokenCounter
 from tests.fakes.openai_script import call, fail, say
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -197,3 +197,17 @@ async def test_open_never_logs_credentials(caplog: pytest.LogCaptureFixture) -> 
     assert "127.0.0.1:9/v1" in caplog.text
     for secret in ("hunter2", "sk-in-query", "sk-key"):
         assert secret not in caplog.text
+
+
+async def test_a_broken_tokenizer_falls_back_to_approximate_counts(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def damaged() -> TiktokenCounter:
+        raise EncodingFileError("encoding file o200k_base.tiktoken.gz does not match its pinned SHA-256")
+
+    # Simulates a damaged install (the shipped file itself is checked in tests/llm/test_tokens.py).
+    monkeypatch.setattr("chinwag.llm.provider.TiktokenCounter", damaged)
+    with caplog.at_level("ERROR", logger="chinwag.llm.provider"):
+        async with LlmClients.open(_settings()) as llm:
+            assert isinstance(llm.counter, ApproximateCounter)
+    assert "tokenizer unavailable" in caplog.text

@@ -21,10 +21,12 @@ from chinwag.llm.tokens import (
     ITEM_OVERHEAD,
     THREAD_THRESHOLD,
     ApproximateCounter,
+    EncodingFileError,
     TiktokenCounter,
     TokenCounter,
     encoding_for_model,
     load_encoding,
+    parse_encoding,
 )
 
 SAMPLES = [
@@ -170,3 +172,14 @@ def test_approximate_counter_has_the_same_interface() -> None:
     assert isinstance(approx, TokenCounter)
     assert approx.count_text("abcdefgh") == 2
     assert approx.count_item({"role": "user", "content": "abcd"}) == ITEM_OVERHEAD + 1
+
+
+def test_a_damaged_encoding_file_is_refused() -> None:
+    packed = files("chinwag.llm").joinpath("encodings", "cl100k_base.tiktoken.gz").read_bytes()
+    with pytest.raises(EncodingFileError, match="pinned SHA-256"):
+        parse_encoding("o200k_base", packed)  # the wrong file
+    tampered = gzip.decompress(packed).replace(b" 100\n", b" 101\n", 1)
+    with pytest.raises(EncodingFileError, match="pinned SHA-256"):
+        parse_encoding("cl100k_base", gzip.compress(tampered))
+    with pytest.raises(EncodingFileError, match="not gzip"):
+        parse_encoding("cl100k_base", b"not gzip at all")
