@@ -17,9 +17,10 @@ import asyncpg
 from chinwag.config import Settings
 from chinwag.db import runs as runs_db
 from chinwag.errors import Busy, NotFound
+from chinwag.services.agent_builder import LlmSource, McpSource, RunDeps
 from chinwag.services.file_context import check_file_ids
 from chinwag.services.postgres_session import PostgresSession
-from chinwag.services.run_task import ChatRun, LlmSource, McpSource, RunDeps
+from chinwag.services.run_task import ChatRun
 from chinwag.services.session_service import SessionService
 from chinwag.services.token_aware_session import INTERRUPTED_OUTPUT
 from chinwag.websocket.bus import InProcessBus

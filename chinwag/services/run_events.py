@@ -10,7 +10,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+import httpx2
+import openai
 from agents import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent, ToolCallItem, ToolCallOutputItem
+from agents.exceptions import AgentsException, ModelBehaviorError
+
+from chinwag.errors import ChinwagError
+from chinwag.websocket.events import ErrorCode
 
 TOOL_OUTPUT_MAX_CHARS = 100_000
 
@@ -113,3 +120,21 @@ def _part_type(part: Any) -> str | None:
 def _field(raw: Any, name: str) -> str | None:
     value = raw.get(name) if isinstance(raw, dict) else getattr(raw, name, None)
     return value if isinstance(value, str) else None
+
+
+def classify_error(exc: BaseException) -> tuple[ErrorCode, str, bool]:
+    """(code, message for the user, retryable) of what ended a run."""
+    if isinstance(exc, openai.APIStatusError):
+        retryable = exc.status_code == 429 or exc.status_code >= 500
+        return "llm_error", f"The model provider answered {exc.status_code}.", retryable
+    if isinstance(
+        exc, openai.APITimeoutError | openai.APIConnectionError | httpx.TransportError | httpx2.TransportError
+    ):
+        return "llm_error", "The model provider could not be reached or dropped the connection.", True
+    if isinstance(exc, openai.APIError | ModelBehaviorError):
+        return "llm_error", "The model's answer could not be used.", True
+    if isinstance(exc, ChinwagError):
+        return "internal", exc.detail, exc.retryable
+    if isinstance(exc, AgentsException):
+        return "internal", "The agent run failed.", False
+    return "internal", "The run failed.", False

@@ -11,35 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import asyncpg
-import httpx
-import httpx2
-import openai
-from agents import Agent, MaxTurnsExceeded, ModelSettings, RunConfig, Runner, RunResultStreaming, Tool
-from agents.exceptions import AgentsException, ModelBehaviorError
-from agents.mcp import MCPServer
-from agents.models.interface import ModelProvider
+from agents import MaxTurnsExceeded, RunConfig, Runner, RunResultStreaming
 
-from chinwag.config import Settings
 from chinwag.db import runs as runs_db
-from chinwag.errors import ChinwagError
 from chinwag.schemas.messages import Message, MessageStatus, ToolCall
 from chinwag.schemas.sessions import Session, SessionUpdate, TokenUsage
+from chinwag.services.agent_builder import (
+    FILE_BUDGET_SHARE,
+    TITLE_INSTRUCTIONS,
+    TITLE_TIMEOUT_S,
+    McpToolsLike,
+    RunDeps,
+    build_agent,
+    clean_title,
+    no_mcp,
+    overhead_tokens,
+    title_prompt,
+)
 from chinwag.services.file_context import build_file_context
-from chinwag.services.postgres_session import ItemCounter
 from chinwag.services.run_events import (
     ModelTurnEnded,
     ModelTurnStarted,
     ToolFinished,
     ToolStarted,
+    classify_error,
     map_stream_event,
 )
 from chinwag.services.session_service import SessionService, context_windows
@@ -48,21 +49,14 @@ from chinwag.services.token_aware_session import (
     TokenAwareSession,
     summary_prompt,
 )
-from chinwag.websocket.bus import Bus, Envelope
+from chinwag.websocket.bus import Envelope
 from chinwag.websocket.events import ErrorCode, FinishReason, SessionUpdated, encode
-from chinwag.websocket.runs import RunBuffers, RunChannel
+from chinwag.websocket.runs import RunChannel
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY_S = 1.0
 INTERRUPTED_TOOL_OUTPUT = "interrupted"
-TITLE_INSTRUCTIONS = (
-    "Write a short title (at most six words) for the conversation below. Answer with the title only: no quotes,"
-    " no punctuation at the end."
-)
-TITLE_TIMEOUT_S = 30.0
-TITLE_MAX_CHARS = 80
-FILE_BUDGET_SHARE = 0.25
 
 _STATUS: dict[FinishReason, MessageStatus] = {
     "stop": "complete",
@@ -78,63 +72,6 @@ _RUN_STATUS: dict[FinishReason, runs_db.RunStatus] = {
 }
 
 
-class McpToolsLike(Protocol):
-    """What a run holds of the MCP pool (`chinwag.mcp.tools.McpTools`)."""
-
-    servers: list[Any]
-    unavailable: list[str]
-
-    def server_of(self, tool_name: str) -> str | None: ...
-
-    def failed(self, call_id: str) -> bool: ...
-
-
-class McpSource(Protocol):
-    """`app.state.mcp`: lends the session's MCP servers to one run."""
-
-    def acquire(self, names: list[str] | None) -> AbstractAsyncContextManager[McpToolsLike]: ...
-
-
-class LlmSource(Protocol):
-    """What a run needs of `chinwag.llm`: a model provider of its own (closed after the run), a one-shot completion
-    (titles, summaries) and the offline token counter."""
-
-    @property
-    def counter(self) -> ItemCounter: ...
-
-    def run_provider(self) -> AbstractAsyncContextManager[ModelProvider]: ...
-
-    async def complete(self, *, model: str, instructions: str, prompt: str) -> str: ...
-
-
-class _NoTools:
-    servers: list[Any] = []
-    unavailable: list[str] = []
-
-    def server_of(self, tool_name: str) -> str | None:
-        return None
-
-    def failed(self, call_id: str) -> bool:
-        return False
-
-
-@contextlib.asynccontextmanager
-async def no_mcp(names: list[str] | None) -> AsyncIterator[McpToolsLike]:
-    yield _NoTools()
-
-
-@dataclass
-class RunDeps:
-    """Everything a run uses, owned by the app's lifespan."""
-
-    pool: asyncpg.Pool
-    settings: Settings
-    bus: Bus
-    buffers: RunBuffers
-    llm: LlmSource
-    mcp: McpSource | None = None
-
-
 @dataclass
 class _OpenTool:
     name: str
@@ -145,10 +82,21 @@ class _OpenTool:
 class RunState:
     """What the run has produced so far (in memory; checkpointed to the database)."""
 
-    text: str = ""
-    turn_text: str = ""
+    parts: list[str] = field(default_factory=list)
+    """The answer's text deltas (joined when needed: `+=` on a long string would copy it per token)."""
+    turn_start: int = 0
+    """Index in `parts` where the current model response's text begins."""
     open_tools: dict[str, _OpenTool] = field(default_factory=dict)
     usage: TokenUsage = field(default_factory=TokenUsage)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def turn_text(self) -> str:
+        """The text of the model response in progress (not yet an item the SDK stores)."""
+        return "".join(self.parts[self.turn_start :])
 
 
 class ChatRun:
@@ -256,17 +204,8 @@ class ChatRun:
         )
         acquire = self.deps.mcp.acquire if self.deps.mcp is not None else no_mcp
         async with acquire(self.session.mcp_servers) as tools, self.deps.llm.run_provider() as provider:
-            instructions = self._instructions(files.instructions, tools.unavailable)
-            tool_schemas = json.dumps([t.params_json_schema for t in files.tools])
-            self._overhead_tokens = self.deps.llm.counter.count_text(instructions + tool_schemas)
-            agent = Agent(
-                name="chinwag",
-                instructions=instructions,
-                model=self.session.model,
-                tools=list[Tool](files.tools),
-                mcp_servers=list[MCPServer](tools.servers),
-                model_settings=ModelSettings(include_usage=True),
-            )
+            agent = build_agent(settings=settings, session=self.session, files=files, tools=tools)
+            self._overhead_tokens = overhead_tokens(agent, self.deps.llm.counter)
             if self.interrupted.is_set():
                 return
             result = Runner.run_streamed(
@@ -297,8 +236,7 @@ class ChatRun:
             if mapped is None:
                 continue
             if isinstance(mapped, str):
-                state.text += mapped
-                state.turn_text += mapped
+                state.parts.append(mapped)
                 await self._emit_text(mapped)
                 now = time.monotonic()
                 if now - last_checkpoint >= CHECKPOINT_EVERY_S:
@@ -307,7 +245,7 @@ class ChatRun:
                         message_id=self.assistant_message_id, content=state.text, status="streaming"
                     )
             elif isinstance(mapped, ModelTurnStarted | ModelTurnEnded):
-                state.turn_text = ""
+                state.turn_start = len(state.parts)
             elif isinstance(mapped, ToolStarted):
                 if mapped.call_id in state.open_tools:
                     continue  # announced once
@@ -429,18 +367,6 @@ class ChatRun:
             return None
         return view.tokens
 
-    def _instructions(self, files: str, unavailable: list[str]) -> str:
-        parts = [self.deps.settings.instructions.strip()]
-        if self.session.instructions.strip():
-            parts.append(self.session.instructions.strip())
-        if files:
-            parts.append(files)
-        if unavailable:
-            parts.append(
-                "These tool servers are unavailable right now, so their tools are missing: " + ", ".join(unavailable)
-            )
-        return "\n\n".join(p for p in parts if p)
-
     async def _summarize(self, items: list[Any]) -> str:
         return await self.deps.llm.complete(
             model=self.session.model, instructions=SUMMARY_INSTRUCTIONS, prompt=summary_prompt(items)
@@ -452,7 +378,7 @@ class ChatRun:
             current = await sessions.get(user_id=self.user_id, session_id=self.session.id)
             if current.title or self.user_message is None:
                 return
-            prompt = f"User: {self.user_message.content[:2000]}\n\nAssistant: {self.state.text[:2000]}"
+            prompt = title_prompt(self.user_message.content, self.state.text)
             async with asyncio.timeout(TITLE_TIMEOUT_S):
                 raw = await self.deps.llm.complete(
                     model=self.session.model, instructions=TITLE_INSTRUCTIONS, prompt=prompt
@@ -483,32 +409,3 @@ class ChatRun:
     async def _emit_text(self, delta: str) -> None:
         assert self.channel is not None
         await self.channel.emit_text(delta)
-
-
-def clean_title(raw: str) -> str:
-    title = " ".join(raw.strip().split())
-    title = title.strip("\"'`*#").strip()
-    if title.lower().startswith("title:"):
-        title = title[6:].strip()
-    title = title.rstrip(".")
-    if len(title) > TITLE_MAX_CHARS:
-        title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
-    return title
-
-
-def classify_error(exc: BaseException) -> tuple[ErrorCode, str, bool]:
-    """(code, message for the user, retryable) of what ended a run."""
-    if isinstance(exc, openai.APIStatusError):
-        retryable = exc.status_code == 429 or exc.status_code >= 500
-        return "llm_error", f"The model provider answered {exc.status_code}.", retryable
-    if isinstance(
-        exc, openai.APITimeoutError | openai.APIConnectionError | httpx.TransportError | httpx2.TransportError
-    ):
-        return "llm_error", "The model provider could not be reached or dropped the connection.", True
-    if isinstance(exc, openai.APIError | ModelBehaviorError):
-        return "llm_error", "The model's answer could not be used.", True
-    if isinstance(exc, ChinwagError):
-        return "internal", exc.detail, exc.retryable
-    if isinstance(exc, AgentsException):
-        return "internal", "The agent run failed.", False
-    return "internal", "The run failed.", False

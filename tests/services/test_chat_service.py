@@ -20,8 +20,9 @@ from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_messag
 
 from chinwag.config import Settings
 from chinwag.errors import BadRequest, Busy, NotFound
+from chinwag.services.agent_builder import RunDeps, clean_title
 from chinwag.services.chat_service import ChatService
-from chinwag.services.run_task import RunDeps, classify_error, clean_title
+from chinwag.services.run_events import classify_error
 from chinwag.websocket.bus import Envelope, InProcessBus
 from chinwag.websocket.runs import MemoryRunBuffers, TaskSupervisor
 from tests.services.layer1_support import WordCounter, make_session

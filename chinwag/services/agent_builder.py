@@ -1,0 +1,133 @@
+"""What a run is made of: the seams to the model and MCP layers, the agent (instructions + session instructions +
+file context + MCP tools + file tools), and the session title asked for after the first exchange."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+from agents import Agent, ModelSettings, Tool
+from agents.mcp import MCPServer
+from agents.models.interface import ModelProvider
+
+from chinwag.config import Settings
+from chinwag.schemas.sessions import Session
+from chinwag.services.file_context import FileContext
+from chinwag.services.postgres_session import ItemCounter
+from chinwag.websocket.bus import Bus
+from chinwag.websocket.runs import RunBuffers
+
+FILE_BUDGET_SHARE = 0.25
+"""Share of the model's window the file context may take in the instructions."""
+TITLE_INSTRUCTIONS = (
+    "Write a short title (at most six words) for the conversation below. Answer with the title only: no quotes,"
+    " no punctuation at the end."
+)
+TITLE_TIMEOUT_S = 30.0
+TITLE_MAX_CHARS = 80
+TITLE_EXCERPT_CHARS = 2000
+
+
+class McpToolsLike(Protocol):
+    """What a run holds of the MCP pool (`chinwag.mcp.tools.McpTools`)."""
+
+    servers: list[Any]
+    unavailable: list[str]
+
+    def server_of(self, tool_name: str) -> str | None: ...
+
+    def failed(self, call_id: str) -> bool: ...
+
+
+class McpSource(Protocol):
+    """`app.state.mcp`: lends the session's MCP servers to one run."""
+
+    def acquire(self, names: list[str] | None) -> AbstractAsyncContextManager[McpToolsLike]: ...
+
+
+class LlmSource(Protocol):
+    """What a run needs of `chinwag.llm`: a model provider of its own (closed after the run), a one-shot completion
+    (titles, summaries) and the offline token counter."""
+
+    @property
+    def counter(self) -> ItemCounter: ...
+
+    def run_provider(self) -> AbstractAsyncContextManager[ModelProvider]: ...
+
+    async def complete(self, *, model: str, instructions: str, prompt: str) -> str: ...
+
+
+class _NoTools:
+    servers: list[Any] = []
+    unavailable: list[str] = []
+
+    def server_of(self, tool_name: str) -> str | None:
+        return None
+
+    def failed(self, call_id: str) -> bool:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def no_mcp(names: list[str] | None) -> AsyncIterator[McpToolsLike]:
+    yield _NoTools()
+
+
+@dataclass
+class RunDeps:
+    """Everything a run uses, owned by the app's lifespan."""
+
+    pool: asyncpg.Pool
+    settings: Settings
+    bus: Bus
+    buffers: RunBuffers
+    llm: LlmSource
+    mcp: McpSource | None = None
+
+
+def build_instructions(settings: Settings, session: Session, files: FileContext, unavailable: list[str]) -> str:
+    parts = [settings.instructions.strip(), session.instructions.strip(), files.instructions]
+    if unavailable:
+        parts.append(
+            "These tool servers are unavailable right now, so their tools are missing: " + ", ".join(unavailable)
+        )
+    return "\n\n".join(p for p in parts if p)
+
+
+def build_agent(*, settings: Settings, session: Session, files: FileContext, tools: McpToolsLike) -> Agent[Any]:
+    """The run's agent; the model name is resolved by the run's own provider."""
+    return Agent(
+        name="chinwag",
+        instructions=build_instructions(settings, session, files, tools.unavailable),
+        model=session.model,
+        tools=list[Tool](files.tools),
+        mcp_servers=list[MCPServer](tools.servers),
+        model_settings=ModelSettings(include_usage=True),
+    )
+
+
+def overhead_tokens(agent: Agent[Any], counter: ItemCounter) -> int:
+    """Offline count of what each model call gets besides the history: instructions and function tool schemas."""
+    instructions = agent.instructions if isinstance(agent.instructions, str) else ""
+    schemas = json.dumps([getattr(t, "params_json_schema", None) for t in agent.tools])
+    return counter.count_text(instructions) + counter.count_text(schemas)
+
+
+def title_prompt(user_text: str, answer: str) -> str:
+    return f"User: {user_text[:TITLE_EXCERPT_CHARS]}\n\nAssistant: {answer[:TITLE_EXCERPT_CHARS]}"
+
+
+def clean_title(raw: str) -> str:
+    title = " ".join(raw.strip().split())
+    title = title.strip("\"'`*#").strip()
+    if title.lower().startswith("title:"):
+        title = title[6:].strip()
+    title = title.rstrip(".")
+    if len(title) > TITLE_MAX_CHARS:
+        title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+    return title
