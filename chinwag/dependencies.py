@@ -55,7 +55,7 @@ Auth = Annotated[AuthService, Depends(get_auth_service)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_session_service(conn: HTTPConnection) -> SessionService:
+async def get_session_service(conn: HTTPConnection) -> SessionService:
     return SessionService(
         conn.app.state.pool, conn.app.state.settings, files=FileStore.from_settings(conn.app.state.settings)
     )

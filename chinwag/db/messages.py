@@ -19,7 +19,33 @@ _APPEND = (
     " RETURNING message_count)"
     " INSERT INTO messages (session_id, seq, role, content, status, tool, run_id, client_id, usage)"
     " SELECT $1, s.message_count, $2, $3, $4, $5, $6, $7, $8 FROM s"
-    " RETURNING id, seq, role, content, status, tool, run_id, client_id, usage, created_at"
+    " RETURNING id::text AS id, seq, role, content, status, tool, run_id::text AS run_id, client_id, usage, created_at"
+)
+
+# History pages: keyset on the (session_id, seq) unique index, never OFFSET; one row more than asked says has_more.
+# The ownership check rides along: the session row is found by id and user, and its page joined to it laterally, so
+# one round trip answers both "is it yours?" (no row at all) and the page (a row of NULLs when it is empty).
+# Public so that bench/history.py can EXPLAIN exactly what the server runs.
+PAGE_NEWEST = (
+    "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
+    " m.usage, m.created_at FROM sessions s LEFT JOIN LATERAL ("
+    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, created_at FROM messages"
+    " WHERE session_id = s.id ORDER BY seq DESC LIMIT $3) m ON true"
+    " WHERE s.id = $1 AND s.user_id = $2"
+)
+PAGE_BEFORE = (
+    "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
+    " m.usage, m.created_at FROM sessions s LEFT JOIN LATERAL ("
+    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, created_at FROM messages"
+    " WHERE session_id = s.id AND seq < $3 ORDER BY seq DESC LIMIT $4) m ON true"
+    " WHERE s.id = $1 AND s.user_id = $2"
+)
+PAGE_AFTER = (
+    "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
+    " m.usage, m.created_at FROM sessions s LEFT JOIN LATERAL ("
+    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, created_at FROM messages"
+    " WHERE session_id = s.id AND seq > $3 ORDER BY seq LIMIT $4) m ON true"
+    " WHERE s.id = $1 AND s.user_id = $2"
 )
 
 
@@ -85,8 +111,8 @@ async def update_message(
     left as they are when None. Returns None if the message is gone."""
     row = await db.fetchrow(
         "UPDATE messages SET content = $2, status = $3, usage = coalesce($4, usage), tool = coalesce($5, tool),"
-        " updated_at = now() WHERE id = $1"
-        " RETURNING id, seq, role, content, status, tool, run_id, client_id, usage, created_at",
+        " updated_at = now() WHERE id = $1 RETURNING id::text AS id, seq, role, content, status, tool,"
+        " run_id::text AS run_id, client_id, usage, created_at",
         message_id,
         storable_text(content),
         status,
@@ -116,39 +142,32 @@ async def add_usage(
 
 
 async def page_messages(
-    db: Executor, *, session_id: uuid.UUID, limit: int, before: int | None = None, after: int | None = None
-) -> tuple[list[Message], bool]:
-    """A page of a session's history, oldest first, and whether more exist in the direction asked.
-
-    `before`/`after` are seqs (excluded); neither: the newest page. Keyset on the (session_id, seq) unique index.
-    """
+    db: Executor,
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    limit: int,
+    before: int | None = None,
+    after: int | None = None,
+) -> tuple[list[Message], bool] | None:
+    """A page of a session's history, oldest first, and whether more exist in the direction asked; None if the
+    session is not `user_id`'s. `before`/`after` are seqs (excluded); neither: the newest page."""
     if after is not None:
-        rows = await db.fetch(
-            "SELECT id, seq, role, content, status, tool, run_id, client_id, usage, created_at"
-            " FROM messages WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            session_id,
-            after,
-            limit + 1,
-        )
-        has_more = len(rows) > limit
-        return [Message.from_record(r) for r in rows[:limit]], has_more
-    if before is not None:
-        rows = await db.fetch(
-            "SELECT id, seq, role, content, status, tool, run_id, client_id, usage, created_at"
-            " FROM messages WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
-            session_id,
-            before,
-            limit + 1,
-        )
+        rows = await db.fetch(PAGE_AFTER, session_id, user_id, after, limit + 1)
+    elif before is not None:
+        rows = await db.fetch(PAGE_BEFORE, session_id, user_id, before, limit + 1)
     else:
-        rows = await db.fetch(
-            "SELECT id, seq, role, content, status, tool, run_id, client_id, usage, created_at"
-            " FROM messages WHERE session_id = $1 ORDER BY seq DESC LIMIT $2",
-            session_id,
-            limit + 1,
-        )
-    has_more = len(rows) > limit
-    return [Message.from_record(r) for r in reversed(rows[:limit])], has_more
+        rows = await db.fetch(PAGE_NEWEST, session_id, user_id, limit + 1)
+    if not rows:
+        return None
+    if rows[0]["id"] is None:  # the session, without messages in that direction
+        return [], False
+    # The lateral join emits rows in the inner order in practice, but SQL promises nothing: order them here.
+    ordered = sorted(rows, key=lambda r: r["seq"])
+    has_more = len(ordered) > limit
+    if has_more:
+        ordered = ordered[1:] if after is None else ordered[:limit]
+    return Message.from_records(ordered), has_more
 
 
 async def search_messages(db: Executor, *, user_id: uuid.UUID, query: str, limit: int) -> list[SearchHit]:

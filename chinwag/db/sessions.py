@@ -22,26 +22,27 @@ ListKey = tuple[bool, datetime, uuid.UUID]
 """A position in the session list order: (pinned, updated_at, id), all descending."""
 
 # Every statement is a literal (the column list written out each time): no SQL is ever composed at run time.
+# The list queries are public so that bench/history.py can EXPLAIN exactly what the server runs.
 _INSERT = (
     "INSERT INTO sessions (user_id, title, model, instructions, mcp_servers) VALUES ($1, $2, $3, $4, $5)"
-    " RETURNING id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens, output_tokens,"
-    " context_tokens, active_run_id, created_at, updated_at"
+    " RETURNING id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
+    " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
 )
-_GET = (
-    "SELECT id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens, output_tokens,"
-    " context_tokens, active_run_id, created_at, updated_at"
+GET_ONE = (
+    "SELECT id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
+    " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
     " FROM sessions WHERE id = $1 AND user_id = $2"
 )
-_LIST_FIRST = (
-    "SELECT id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens, output_tokens,"
-    " context_tokens, active_run_id, created_at, updated_at"
+LIST_FIRST = (
+    "SELECT id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
+    " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
     " FROM sessions WHERE user_id = $1"
     " ORDER BY pinned DESC, updated_at DESC, id DESC LIMIT $2"
 )
 # A row comparison on the index's own column order: the scan starts right after the cursor.
-_LIST_AFTER = (
-    "SELECT id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens, output_tokens,"
-    " context_tokens, active_run_id, created_at, updated_at"
+LIST_AFTER = (
+    "SELECT id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
+    " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
     " FROM sessions WHERE user_id = $1 AND (pinned, updated_at, id) < ($2, $3, $4)"
     " ORDER BY pinned DESC, updated_at DESC, id DESC LIMIT $5"
 )
@@ -55,9 +56,10 @@ _UPDATE = (
     " mcp_servers = CASE WHEN $11 THEN $12::text[] ELSE mcp_servers END,"
     " updated_at = now()"
     " WHERE id = $1 AND user_id = $2"
-    " RETURNING id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens, output_tokens,"
-    " context_tokens, active_run_id, created_at, updated_at"
+    " RETURNING id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
+    " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
 )
+OWNED = "SELECT true FROM sessions WHERE id = $1 AND user_id = $2"
 _UPDATABLE = ("title", "pinned", "model", "instructions", "mcp_servers")
 
 
@@ -87,13 +89,13 @@ async def get_session(
     db: Executor, *, user_id: uuid.UUID, session_id: uuid.UUID, window: ContextWindow
 ) -> Session | None:
     """The session if it exists and belongs to `user_id`."""
-    row = await db.fetchrow(_GET, session_id, user_id)
+    row = await db.fetchrow(GET_ONE, session_id, user_id)
     return None if row is None else Session.from_record(row, context_limit=window(row["model"]))
 
 
 async def session_owned(db: Executor, *, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
     """Whether the session exists and belongs to `user_id` (cheaper than `get_session`)."""
-    found = await db.fetchval("SELECT true FROM sessions WHERE id = $1 AND user_id = $2", session_id, user_id)
+    found = await db.fetchval(OWNED, session_id, user_id)
     return found is not None
 
 
@@ -103,10 +105,10 @@ async def list_sessions(
     """Up to `limit` sessions after `after` in list order (pinned first, then most recently active), and whether
     more follow. Keyset on the `sessions_list_idx` index: as fast deep down as on the first page."""
     if after is None:
-        rows = await db.fetch(_LIST_FIRST, user_id, limit + 1)
+        rows = await db.fetch(LIST_FIRST, user_id, limit + 1)
     else:
-        rows = await db.fetch(_LIST_AFTER, user_id, *after, limit + 1)
-    sessions = [Session.from_record(row, context_limit=window(row["model"])) for row in rows[:limit]]
+        rows = await db.fetch(LIST_AFTER, user_id, *after, limit + 1)
+    sessions = Session.from_records(rows[:limit], window=window)
     return sessions, len(rows) > limit
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, model_validator
 
 from chinwag.schemas.sessions import TokenUsage
 
@@ -40,22 +41,16 @@ class Message(BaseModel):
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> Message:
-        tool: dict[str, Any] | None = row["tool"]
-        usage: dict[str, Any] | None = row["usage"]
-        run_id = row["run_id"]
-        # Columns with a CHECK are trusted as they are; the JSON ones are validated (cheap, and rare).
-        return cls.model_construct(
-            id=str(row["id"]),
-            seq=row["seq"],
-            role=row["role"],
-            content=row["content"],
-            status=row["status"],
-            tool=None if tool is None else ToolCall.model_validate(tool),
-            run_id=None if run_id is None else str(run_id),
-            client_id=row["client_id"],
-            usage=None if usage is None else TokenUsage.model_validate(usage),
-            created_at=row["created_at"],
-        )
+        """A row selected with `id::text` and `run_id::text` (the db layer's message queries all do)."""
+        return cls.model_validate(dict(row))
+
+    @classmethod
+    def from_records(cls, rows: Iterable[asyncpg.Record]) -> list[Message]:
+        # One validation call for the page: pydantic-core validates dicts faster than Python builds models.
+        return _MESSAGE_LIST.validate_python([dict(row) for row in rows])
+
+
+_MESSAGE_LIST = TypeAdapter(list[Message])
 
 
 MAX_SEQ = 2_147_483_647  # the `integer` column's range: larger values are a 422, not a database error

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 TITLE_MAX_CHARS = 500
 INSTRUCTIONS_MAX_CHARS = 50_000
@@ -64,22 +65,24 @@ class Session(BaseModel):
 
     @classmethod
     def from_record(cls, row: asyncpg.Record, *, context_limit: int) -> Session:
-        run_id = row["active_run_id"]
-        # Values come from our own columns: no need to validate them again.
-        return cls.model_construct(
-            id=str(row["id"]),
-            title=row["title"],
-            model=row["model"],
-            instructions=row["instructions"],
-            mcp_servers=row["mcp_servers"],
-            pinned=row["pinned"],
-            message_count=row["message_count"],
-            usage=TokenUsage.model_construct(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"]),
-            context=ContextSize.model_construct(tokens=row["context_tokens"], limit=context_limit),
-            active_run_id=None if run_id is None else str(run_id),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
+        """A row selected with `id::text` and `active_run_id::text` (the db layer's session queries all do)."""
+        return cls.model_validate(_session_dict(row, context_limit))
+
+    @classmethod
+    def from_records(cls, rows: Iterable[asyncpg.Record], *, window: Callable[[str], int]) -> list[Session]:
+        """Rows to sessions; `window` maps a model id to its context window."""
+        # One validation call for the page: pydantic-core validates dicts faster than Python builds models.
+        return _SESSION_LIST.validate_python([_session_dict(row, window(row["model"])) for row in rows])
+
+
+def _session_dict(row: asyncpg.Record, context_limit: int) -> dict[str, Any]:
+    values = dict(row)
+    values["usage"] = {"input_tokens": values.pop("input_tokens"), "output_tokens": values.pop("output_tokens")}
+    values["context"] = {"tokens": values.pop("context_tokens"), "limit": context_limit}
+    return values
+
+
+_SESSION_LIST = TypeAdapter(list[Session])
 
 
 class SessionCreate(BaseModel):

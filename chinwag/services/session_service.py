@@ -144,10 +144,17 @@ class SessionService:
         """A page of the session's history, oldest first (see `db.messages.page_messages`)."""
         if before is not None and after is not None:
             raise BadRequest("pass either before or after, not both")
-        sid = await self.check_owner(user_id=user_id, session_id=session_id)
-        items, has_more = await messages_db.page_messages(
-            self._db, session_id=sid, limit=limit, before=before, after=after
+        page = await messages_db.page_messages(
+            self._db,
+            user_id=parse_id(user_id, what="user"),
+            session_id=parse_id(session_id),
+            limit=limit,
+            before=before,
+            after=after,
         )
+        if page is None:
+            raise NotFound("session not found")
+        items, has_more = page
         return MessagePage(items=items, has_more=has_more)
 
     async def search(self, *, user_id: str, query: str, limit: int = 20) -> SearchResults:

@@ -130,21 +130,34 @@ async def test_add_usage_accumulates(app_pool: asyncpg.Pool) -> None:
 
 
 async def test_page_messages_keyset(app_pool: asyncpg.Pool) -> None:
-    session_id = await _session(app_pool, await _user(app_pool))
+    user_id = await _user(app_pool)
+    session_id = await _session(app_pool, user_id)
+
+    async def page(**kw: int) -> tuple[list[int], bool]:
+        result = await messages_db.page_messages(app_pool, user_id=user_id, session_id=session_id, **kw)
+        assert result is not None
+        return [m.seq for m in result[0]], result[1]
+
+    assert await page(limit=4) == ([], False)
     for i in range(1, 11):
         await messages_db.append_message(app_pool, session_id=session_id, role="user", content=f"m{i}")
-    newest, more = await messages_db.page_messages(app_pool, session_id=session_id, limit=4)
-    assert [m.seq for m in newest] == [7, 8, 9, 10]
-    assert more
-    older, more = await messages_db.page_messages(app_pool, session_id=session_id, limit=4, before=3)
-    assert [m.seq for m in older] == [1, 2]
-    assert not more
-    newer, more = await messages_db.page_messages(app_pool, session_id=session_id, limit=4, after=6)
-    assert [m.seq for m in newer] == [7, 8, 9, 10]
-    assert not more
-    newer, more = await messages_db.page_messages(app_pool, session_id=session_id, limit=3, after=0)
-    assert [m.seq for m in newer] == [1, 2, 3]
-    assert more
+    assert await page(limit=4) == ([7, 8, 9, 10], True)
+    assert await page(limit=4, before=7) == ([3, 4, 5, 6], True)
+    assert await page(limit=4, before=3) == ([1, 2], False)
+    assert await page(limit=4, before=1) == ([], False)
+    assert await page(limit=4, after=6) == ([7, 8, 9, 10], False)
+    assert await page(limit=3, after=0) == ([1, 2, 3], True)
+    assert await page(limit=3, after=10) == ([], False)
+    assert await page(limit=10) == (list(range(1, 11)), False)
+
+
+async def test_page_messages_of_another_user_is_none(app_pool: asyncpg.Pool) -> None:
+    owner, other = await _user(app_pool, "o@example.com"), await _user(app_pool, "x@example.com")
+    session_id = await _session(app_pool, owner)
+    await messages_db.append_message(app_pool, session_id=session_id, role="user", content="private")
+    for kw in ({}, {"before": 5}, {"after": 0}):
+        assert await messages_db.page_messages(app_pool, user_id=other, session_id=session_id, limit=5, **kw) is None
+    assert await messages_db.page_messages(app_pool, user_id=owner, session_id=uuid.uuid4(), limit=5) is None
 
 
 async def test_search_only_sees_the_users_own_messages(app_pool: asyncpg.Pool) -> None:
