@@ -74,7 +74,7 @@ class ChatService:
         `BadRequest` for unknown `file_ids`. The caller has checked the content."""
         session = await self._sessions().get(user_id=user_id, session_id=session_id)
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
-        run = ChatRun(self.deps, user_id=user_id, session=session)
+        run = ChatRun(self.deps, user_id=user_id, session=session, file_ids=file_ids)
         run.listen_for_interrupts()
         try:
             async with self.deps.pool.acquire() as conn, conn.transaction():

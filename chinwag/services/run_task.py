@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,10 +102,11 @@ class RunState:
 class ChatRun:
     """One run of a session. `interrupt()` may be called from anywhere (the bus handler); `run()` is the task."""
 
-    def __init__(self, deps: RunDeps, *, user_id: str, session: Session) -> None:
+    def __init__(self, deps: RunDeps, *, user_id: str, session: Session, file_ids: Sequence[str] = ()) -> None:
         self.deps = deps
         self.user_id = user_id
         self.session = session
+        self.file_ids = list(file_ids)
         self.run_id = ""
         self.channel: RunChannel | None = None
         self.user_message: Message | None = None
@@ -199,6 +200,7 @@ class ChatRun:
         files = await build_file_context(
             pool=self.deps.pool,
             session_id=self.session.id,
+            file_ids=self.file_ids,
             budget_tokens=int(window * FILE_BUDGET_SHARE),
             counter=self.deps.llm.counter,
         )

@@ -387,3 +387,26 @@ async def test_the_first_exchange_names_the_session_for_every_tab(chat: Chat, fa
         assert (await untitled.session())["title"] == "Noon in Paris"
         await sock.quiet(0.05)  # another session's socket heard nothing of it
     assert len(fake.requests) == 3
+
+
+async def test_a_message_with_file_ids_gives_the_model_those_files(chat: Chat, fake: FakeOpenAI) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers) as c:
+        answer = await c.post(
+            f"/sessions/{chat.session_id}/files",
+            files={"file": ("notes.txt", b"The secret word is marmalade.\n", "text/plain")},
+        )
+        assert answer.status_code == 201, answer.text
+        file_id = answer.json()["id"]
+    fake.script(say("Marmalade."))
+    async with connect(chat) as sock:
+        await sock.send({"type": "message", "content": "What is the secret word?", "file_ids": [file_id]})
+        frames = await sock.until("assistant_end")
+    assert frames[-1]["finish_reason"] == "stop"
+    system = fake.requests[0].body["messages"][0]
+    assert system["role"] in ("system", "developer")
+    assert "The secret word is marmalade." in str(system["content"])
+    assert "notes.txt" in str(system["content"])
+    tools = {t["function"]["name"] for t in fake.requests[0].body.get("tools", [])}
+    assert {"list_files", "read_file", "search_files"} <= tools
