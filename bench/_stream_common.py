@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import resource
@@ -188,14 +187,3 @@ class CpuWatch:
 
 def now_us() -> int:
     return time.time_ns() // 1000
-
-
-async def gather_bounded(coros: Sequence[asyncio.Future[None] | asyncio.Task[None]], timeout: float) -> None:
-    """Await tasks within `timeout`, cancelling what is left after it."""
-    try:
-        async with asyncio.timeout(timeout):
-            await asyncio.gather(*coros)
-    finally:
-        for task in coros:
-            task.cancel()
-        await asyncio.gather(*coros, return_exceptions=True)

@@ -40,35 +40,65 @@ class Target:
 
 @dataclass
 class CpuResult:
-    us_per_delta: float
-    deltas: int
+    """Server CPU over answers of two lengths: per delivered delta, and split into a fixed cost per run plus a
+    marginal cost per delta (a straight line through the two points)."""
+
+    streams: int
+    short: tuple[float, int]  # (CPU seconds, deltas delivered) with short answers
+    long: tuple[float, int]  # the same with long answers
     frame_sizes: list[tuple[int, int]] = field(default_factory=list)
     incomplete: int = 0
 
+    @property
+    def us_per_delta(self) -> float:
+        cpu, deltas = self.long
+        return cpu / max(deltas, 1) * 1e6
+
+    @property
+    def marginal_us(self) -> float:
+        (cpu1, d1), (cpu2, d2) = self.short, self.long
+        return (cpu2 - cpu1) / max(d2 - d1, 1) * 1e6
+
+    @property
+    def per_run_ms(self) -> float:
+        cpu1, d1 = self.short
+        return (cpu1 - self.marginal_us / 1e6 * d1) / self.streams * 1e3
+
 
 async def cpu_per_delta(target: Target, fake: Child, *, streams: int, tokens: int) -> CpuResult:
-    """Server CPU per delivered text_delta: `streams` answers of `tokens` tokens at once, as fast as the fake goes."""
-    await set_default_reply(fake.url, tokens=tokens, delay=0.0)
-    sockets = [await open_socket(target.url_of(i)) for i in range(streams)]
+    """Server CPU per delivered text_delta: `streams` answers at once, as fast as the fake goes, first of
+    `tokens // 10` tokens, then of `tokens` tokens (on other sessions, so that both start from the same history)."""
+    sockets = [await open_socket(target.url_of(i)) for i in range(2 * streams)]
     try:
+        await set_default_reply(fake.url, tokens=20, delay=0.0)
         await send_message(sockets[0], "warm-up", protocol=target.protocol, timeout=60)
-        cpu0 = target.server.cpu_s()
-        results = await asyncio.gather(
-            *(
-                send_message(ws, f"cpu {i}", protocol=target.protocol, timeout=120, sizes=i == 0)
-                for i, ws in enumerate(sockets)
-            )
-        )
-        cpu = target.server.cpu_s() - cpu0
+        await send_message(sockets[streams], "warm-up", protocol=target.protocol, timeout=60)
+        short = await _answers(target, fake, sockets[:streams], tokens=max(1, tokens // 10))
+        long = await _answers(target, fake, sockets[streams:], tokens=tokens, sizes=True)
     finally:
         await _close_all(sockets)
-    deltas = sum(r.deltas for r in results)
     return CpuResult(
-        us_per_delta=cpu / max(deltas, 1) * 1e6,
-        deltas=deltas,
-        frame_sizes=results[0].frame_sizes,
-        incomplete=sum(not r.complete for r in results),
+        streams=streams,
+        short=(short[0], sum(r.deltas for r in short[1])),
+        long=(long[0], sum(r.deltas for r in long[1])),
+        frame_sizes=long[1][0].frame_sizes,
+        incomplete=sum(not r.complete for r in [*short[1], *long[1]]),
     )
+
+
+async def _answers(
+    target: Target, fake: Child, sockets: list[ClientConnection], *, tokens: int, sizes: bool = False
+) -> tuple[float, list[Delivered]]:
+    await set_default_reply(fake.url, tokens=tokens, delay=0.0)
+    gc.collect()
+    cpu0 = target.server.cpu_s()
+    results = await asyncio.gather(
+        *(
+            send_message(ws, f"cpu {i}", protocol=target.protocol, timeout=120, sizes=sizes and i == 0)
+            for i, ws in enumerate(sockets)
+        )
+    )
+    return target.server.cpu_s() - cpu0, list(results)
 
 
 # Latency chinwag adds ----------------------------------------------------------------------------------------------
@@ -186,9 +216,16 @@ class SocketMemory:
 
 
 async def idle_socket_memory(
-    target: Target, *, sockets: int, sessions: int, compression: str | None = None, settle_s: float = 1.0
+    target: Target,
+    *,
+    sockets: int,
+    sessions: int,
+    compression: str | None = None,
+    pushed: int = 0,
+    settle_s: float = 1.0,
 ) -> SocketMemory:
-    """Server RSS growth with `sockets` idle sockets open (spread over `sessions`), each past its `ready`."""
+    """Server RSS growth with `sockets` idle sockets open (spread over `sessions`), each past its `ready` (and, on
+    the bare push server, past `pushed` text_delta frames: compression state is only touched when used)."""
     await asyncio.sleep(settle_s)
     before = target.server.rss()
     conns: list[ClientConnection] = []
@@ -200,6 +237,9 @@ async def idle_socket_memory(
                     *(open_socket(target.url_of(i % sessions), compression=compression) for i in batch)
                 )
             )
+        if pushed:
+            for start in range(0, len(conns), 200):
+                await asyncio.gather(*(_drain_push(ws, pushed) for ws in conns[start : start + 200]))
         await asyncio.sleep(settle_s)
         after = target.server.rss()
     finally:
@@ -215,65 +255,86 @@ STATS_FLUSH_S = 11.0  # PostgreSQL backends flush their counters within 10 s of 
 @dataclass
 class CommitResult:
     messages: int
-    per_message: float
+    per_message: float  # xact_commit per message
+    updates_per_message: float  # row updates of `messages` per message
     long_tokens: int
     long_seconds: float
     long_commits: int
+    long_updates: int
+
+    @property
+    def commits_per_s(self) -> float:
+        """Commits per second of streaming, beyond what a short message costs."""
+        return (self.long_commits - self.per_message) / self.long_seconds if self.long_seconds > 0 else float("nan")
 
     @property
     def checkpoints_per_s(self) -> float:
-        extra = self.long_commits - self.per_message
+        """Updates of the assistant message per second of streaming, beyond what a short message makes."""
+        extra = self.long_updates - self.updates_per_message
         return extra / self.long_seconds if self.long_seconds > 0 else float("nan")
 
 
 class CommitCounter:
-    """`pg_stat_database.xact_commit` of one database, read from a connection of our own (its reads are counted
-    and taken off)."""
+    """`pg_stat_database.xact_commit` of one database and the row updates of its `messages` table, read from a
+    connection of our own (its own commits are taken off)."""
 
     def __init__(self, conn: asyncpg.Connection, database: str) -> None:
         self.conn = conn
         self.database = database
         self.reads = 0
 
-    async def read(self) -> int:
-        value = await self.conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", self.database)
+    async def read(self) -> tuple[int, int]:
+        row = await self.conn.fetchrow(
+            "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = $1) AS commits,"
+            " (SELECT coalesce(sum(n_tup_upd), 0) FROM pg_stat_user_tables WHERE relname = 'messages') AS updates",
+            self.database,
+        )
         own = self.reads
         self.reads += 1
-        return int(value or 0) - own
+        assert row is not None
+        return int(row["commits"] or 0) - own, int(row["updates"] or 0)
 
 
 async def commits(
     target: Target, fake: Child, counter: CommitCounter, *, messages: int, long_tokens: int, quiet_since: float
 ) -> CommitResult:
-    """Commits per message (short answers), then during one long answer at 50 tokens/s. Waits for the counters
-    to be flushed before each reading."""
+    """Commits per message (short answers), then during one long answer at 50 tokens/s. Waits for PostgreSQL to
+    publish its counters before each reading."""
     await set_default_reply(fake.url, tokens=5, delay=0.0)
     ws = await open_socket(target.url_of(0))
     try:
         await asyncio.sleep(max(0.0, quiet_since + STATS_FLUSH_S - time.monotonic()))
-        c0 = await counter.read()
+        c0, u0 = await counter.read()
         for i in range(messages):
             await send_message(ws, f"commit probe {i}", protocol=target.protocol, timeout=30)
         await asyncio.sleep(STATS_FLUSH_S)
-        c1 = await counter.read()
+        c1, u1 = await counter.read()
         await set_default_reply(fake.url, tokens=long_tokens, delay=TOKEN_INTERVAL_S)
         started = time.monotonic()
         got = await send_message(ws, "a long answer", protocol=target.protocol, timeout=long_tokens * 0.1 + 30)
         seconds = time.monotonic() - started
         await asyncio.sleep(STATS_FLUSH_S)
-        c2 = await counter.read()
+        c2, u2 = await counter.read()
     finally:
         await ws.close()
     return CommitResult(
         messages=messages,
         per_message=(c1 - c0) / messages,
+        updates_per_message=(u1 - u0) / messages,
         long_tokens=got.deltas,
         long_seconds=seconds,
         long_commits=c2 - c1,
+        long_updates=u2 - u1,
     )
 
 
 # -------------------------------------------------------------------------------------------------------------------
+
+
+async def _drain_push(ws: ClientConnection, frames: int) -> None:
+    await ws.send(str(frames))
+    while await ws.recv() != '{"type":"done"}':
+        pass
 
 
 async def _open_many(target: Target, count: int) -> list[ClientConnection]:
