@@ -123,6 +123,15 @@ class PostgresSession:
             raise LookupError(f"session {self.session_id} does not exist")
         return state
 
+    async def unsummarized(self) -> tuple[db.ContextState, list[db.ContextRow]]:
+        """The summary columns and the rows that summary does not cover (read after it, so they always match)."""
+        async with self.pool.acquire() as conn:
+            state = await db.get_state(conn, session_id=self.session_id)
+            if state is None:
+                raise LookupError(f"session {self.session_id} does not exist")
+            rows = await db.list_items(conn, session_id=self.session_id, after_turn_seq=state.summarized_through_seq)
+        return state, rows
+
     async def repair(self, *, output: str = "interrupted") -> list[str]:
         """Guarantee that no tool call lacks its output: each dangling call gets a synthetic output (text `output`)
         right after its block of calls. Returns the call ids that were closed."""

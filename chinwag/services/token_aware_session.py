@@ -193,8 +193,7 @@ class TokenAwareSession:
     async def view(self, *, summarize: bool = False) -> ContextView:
         """The fitted view; summarizing (with the model) only when `summarize` is true and the history is past the
         threshold. Without it this only reads, and is what `GET /sessions/{id}/context` shows."""
-        state = await self.store.state()
-        rows = await self.store.rows(after_turn_seq=state.summarized_through_seq)
+        state, rows = await self.store.unsummarized()
         turns = group_turns(rows)
         summary, through = state.summary, state.summarized_through_seq
         summary_tokens = self._summary_tokens(summary)

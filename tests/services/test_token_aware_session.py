@@ -9,7 +9,7 @@ from typing import Any, cast
 import asyncpg
 import pytest
 from agents import Agent, RunConfig, Runner, TResponseInputItem, function_tool
-from agents.testing import ScriptedModel, assistant_message, function_call
+from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
 
 from chinwag.db.context import ContextRow
 from chinwag.db.pool import open_pool
@@ -435,3 +435,33 @@ async def test_the_view_converts_to_chat_completions_messages(pool: asyncpg.Pool
     messages = Converter.items_to_messages(await tas.get_items(), strict_feature_validation=True)
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "tool", "assistant"]
     assert str(messages[0]["content"]).startswith(SUMMARY_PREFIX)
+
+
+async def test_a_run_interrupted_before_any_answer_keeps_the_users_message(pool: asyncpg.Pool, session_id: str) -> None:
+    started = asyncio.Event()
+
+    async def never(call_: ModelCall) -> Any:
+        started.set()
+        await asyncio.Event().wait()
+
+    model = ScriptedModel([ModelStep.respond(never), [assistant_message("Picking up.")]])
+    agent = Agent(name="assistant", model=model)
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000, turn_seq=1)
+    run = Runner.run_streamed(agent, "think forever", session=tas, run_config=RUN_CONFIG)
+
+    async def interrupt() -> None:
+        await started.wait()
+        run.cancel("immediate")
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(interrupt())
+        async for _ in run.stream_events():
+            pass
+    # The chat service hands over the user's message with whatever was produced; nothing is stored twice.
+    assert await tas.add_partial_turn([user("think forever")]) == []
+    assert await tas.add_partial_turn([user("think forever")]) == []
+
+    next_run = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000, turn_seq=3)
+    result = await Runner.run(agent, "go on", session=next_run, run_config=RUN_CONFIG)
+    assert result.final_output == "Picking up."
+    assert model.calls[-1].input == [user("think forever"), user("go on")]
