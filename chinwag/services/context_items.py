@@ -21,8 +21,8 @@ INTERRUPTED_OUTPUT = "interrupted"
 SUMMARY_INSTRUCTIONS = (
     "You condense conversations between a user and an AI assistant. Write a concise summary of the conversation "
     "below, keeping facts, decisions, names, numbers, open questions, the user's goals and preferences, and the "
-    "results of tool calls that still matter. Write it as notes for the assistant, in the conversation's language. "
-    "Answer with the summary only."
+    "results of tool calls that still matter. Write it as notes for the assistant, in the conversation's language, "
+    "in at most about 300 words. Answer with the summary only."
 )
 
 

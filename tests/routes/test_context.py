@@ -76,7 +76,8 @@ async def test_the_context_is_the_summary_then_the_newest_whole_turns_that_fit(
 
     assert response.status_code == 200, response.text
     body = response.json()
-    summary_tokens = TiktokenCounter.for_model("tiny").count_item(summary_item("They talked about q1 to q4."))
+    summary_tokens = server.app.state.llm.counter.count_item(summary_item("They talked about q1 to q4."))
+    assert summary_tokens == TiktokenCounter().count_item(summary_item("They talked about q1 to q4."))
     # Turns 5-10 are not summarized (24 * 5 + 43 = 163 tokens); with the summary (30) only turns 7-10 fit in 150.
     assert summary_tokens + 24 * 3 + 43 <= 150 < summary_tokens + 24 * 4 + 43
     kept = [item for turn in turns[6:] for item in turn]
