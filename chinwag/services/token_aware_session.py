@@ -10,6 +10,7 @@ the view sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -119,6 +120,7 @@ class TokenAwareSession:
         summarize: Summarize | None = None,
         summarize_at: float = 0.8,
         keep_after_summary: float = 0.5,
+        summarize_timeout_s: float | None = 60.0,
     ) -> None:
         if context_window <= 0:
             raise ValueError("context_window must be positive")
@@ -132,6 +134,7 @@ class TokenAwareSession:
         self.summarize = summarize
         self.summarize_at = summarize_at
         self.keep_after_summary = keep_after_summary
+        self.summarize_timeout_s = summarize_timeout_s
         self.last_view: ContextView | None = None
         """The view returned by the last `get_items()`: what the run's first model call received."""
 
@@ -327,13 +330,15 @@ class TokenAwareSession:
         text = summary
         chunk: list[Turn] = []
         try:
-            for turn in old:
-                chunk_tokens = sum(t.tokens for t in chunk) + self._summary_tokens(text)
-                if chunk and chunk_tokens + turn.tokens > self.budget:
-                    text = await self._summarize_chunk(text, chunk)
-                    chunk = []
-                chunk.append(turn)
-            text = await self._summarize_chunk(text, chunk)
+            # The run waits for this before its first token: a slow or dead model must not hold it for long.
+            async with asyncio.timeout(self.summarize_timeout_s):
+                for turn in old:
+                    chunk_tokens = sum(t.tokens for t in chunk) + self._summary_tokens(text)
+                    if chunk and chunk_tokens + turn.tokens > self.budget:
+                        text = await self._summarize_chunk(text, chunk)
+                        chunk = []
+                    chunk.append(turn)
+                text = await self._summarize_chunk(text, chunk)
         except Exception:
             logger.warning("session %s: summarizing failed; trimming instead", self.session_id, exc_info=True)
             return None

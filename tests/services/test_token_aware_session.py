@@ -250,6 +250,22 @@ async def test_a_failing_summarizer_falls_back_to_trimming(
     assert await db.fetchval("SELECT summary FROM sessions WHERE id = $1", session_id) is None
 
 
+async def test_a_hanging_summarizer_is_given_up_on_time(pool: asyncpg.Pool, session_id: str) -> None:
+    async def hang(items: list[TResponseInputItem]) -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    filler = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=100)
+    for n in range(1, 6):
+        await add_small_turn(filler, n)
+    tas = TokenAwareSession(
+        filler.store, context_window=100, reserve_tokens=10, summarize=hang, summarize_timeout_s=0.2
+    )
+    async with asyncio.timeout(5):
+        got = await tas.get_items()
+    assert got[0] == user(words(10, "q3"))  # trimmed instead
+
+
 async def test_summarizing_a_long_history_goes_in_chunks_that_fit(pool: asyncpg.Pool, session_id: str) -> None:
     summarizer = RecordingSummarizer()
     filler = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=100)
