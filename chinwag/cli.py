@@ -24,8 +24,12 @@ app.add_typer(user_app, name="user")
 
 
 def _settings() -> Settings:
+    from chinwag.mcp import load_mcp_config
+
     try:
-        return load_settings()
+        settings = load_settings()
+        load_mcp_config(settings.mcp_config)  # fail here, in one clear line, rather than inside a worker
+        return settings
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

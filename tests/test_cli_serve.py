@@ -39,7 +39,9 @@ def test_migrate_on_embedded_database_twice(tmp_path: Path) -> None:
     env = _clean_env(tmp_path / "data")
     first = _cli("migrate", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "applied 1 migration" in first.stdout
+    # Every migration the package ships, from 0001 on.
+    assert "0001_initial" in first.stdout
+    assert "applied 0 migration" not in first.stdout
     second = _cli("migrate", env=env, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert "applied 0 migration" in second.stdout
@@ -94,3 +96,14 @@ def test_serve_with_no_configuration_is_ready_within_ten_seconds(tmp_path: Path)
     assert proc.returncode == 0, output
     assert "Traceback" not in output
     assert not _postgres_running(tmp_path / "data" / "pg"), "serve stops the embedded server on shutdown"
+
+
+def test_bad_mcp_config_fails_naming_server_and_field(tmp_path: Path) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text('{"mcpServers": {"files": {"command": "x", "pool_size": 0}}}')
+    env = _clean_env(tmp_path / "data") | {"CHINWAG_MCP_CONFIG": str(config)}
+    result = _cli("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "files" in result.stderr
+    assert "pool_size" in result.stderr
+    assert "Traceback" not in result.stderr
