@@ -143,6 +143,10 @@ class TokenCounter(Protocol):
 
     def count_items(self, items: Iterable[Any]) -> int: ...
 
+    async def count_text_async(self, text: str) -> int:
+        """`count_text` for the event loop: long texts are counted in a worker thread."""
+        ...
+
 
 class _ItemCounting(abc.ABC):
     """`count_item` and `count_items` on top of a `count_text`."""
