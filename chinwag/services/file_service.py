@@ -295,6 +295,10 @@ class FileService:
             )
             if stored is None:
                 raise NotFound("session not found")
+        except FileNotFoundError:
+            # The session was deleted during the upload, and its folder (with the temporary file) with it.
+            temp.unlink(missing_ok=True)
+            raise NotFound("session not found") from None
         except BaseException:
             # Synchronous on purpose: this also runs when the request is cancelled (the client went away).
             temp.unlink(missing_ok=True)

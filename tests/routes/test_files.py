@@ -10,7 +10,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -524,3 +524,31 @@ async def test_uploads_left_half_written_by_a_dead_process_are_swept(
     os.utime(stale, (day_ago, day_ago))
     file_id = (await upload(client, alice, session_id, "a.txt", b"a")).json()["id"]
     assert sorted(p.name for p in folder.iterdir()) == sorted([file_id, recent.name])
+
+
+async def test_session_deleted_during_an_upload(
+    server: RunningServer, client: httpx.AsyncClient, alice: TestUser, db: asyncpg.Connection
+) -> None:
+    session_id = await new_session(client, alice)
+    folder = files_dir(server) / session_id
+    whole = raw_multipart(b"late.txt", b"x" * 100_000)
+    resume = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield whole[:50_000]
+        await resume.wait()
+        yield whole[50_000:]
+
+    headers = {**alice.headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    uploading = asyncio.ensure_future(client.post(f"/sessions/{session_id}/files", content=body(), headers=headers))
+    for _ in range(500):  # until the server has its temporary file
+        if folder.exists() and any(folder.iterdir()):
+            break
+        await asyncio.sleep(0.01)
+    assert any(folder.iterdir())
+    assert (await client.delete(f"/sessions/{session_id}", headers=alice.headers)).status_code == 204
+    resume.set()
+    response = await uploading
+    assert response.status_code == 404
+    assert await db.fetchval("SELECT count(*) FROM files") == 0
+    assert stored_paths(server) == []
