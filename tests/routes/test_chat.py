@@ -270,6 +270,7 @@ async def test_interrupt_without_a_run_is_not_found(chat: Chat) -> None:
     ("replies", "retryable"),
     [
         pytest.param([fail(500), fail(500), fail(500)], True, id="500"),
+        pytest.param([fail(429, retry_after=0.01)] * 3, True, id="429"),
         pytest.param([fail(400)], False, id="400"),
         pytest.param([say("partial answer that drops", drop_after=2)], True, id="drop"),
     ],
