@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,10 +66,11 @@ class CpuResult:
         return (cpu1 - self.marginal_us / 1e6 * d1) / self.streams * 1e3
 
 
-async def cpu_per_delta(target: Target, fake: Child, *, streams: int, tokens: int) -> CpuResult:
+async def cpu_per_delta(target: Target, fake: Child, *, streams: int, tokens: int, first: int = 0) -> CpuResult:
     """Server CPU per delivered text_delta: `streams` answers at once, as fast as the fake goes, first of
-    `tokens // 10` tokens, then of `tokens` tokens (on other sessions, so that both start from the same history)."""
-    sockets = [await open_socket(target.url_of(i)) for i in range(2 * streams)]
+    `tokens // 10` tokens, then of `tokens` tokens (on other sessions, so that both start from the same history).
+    Sessions `first` to `first + 2 * streams - 1` are used."""
+    sockets = [await open_socket(target.url_of(first + i)) for i in range(2 * streams)]
     try:
         await set_default_reply(fake.url, tokens=20, delay=0.0)
         await send_message(sockets[0], "warm-up", protocol=target.protocol, timeout=60)
@@ -101,14 +103,50 @@ async def _answers(
     return target.server.cpu_s() - cpu0, list(results)
 
 
+@dataclass
+class CpuSummary:
+    """The medians of several `CpuResult` rounds (taken in turns with the floors, so that load from other programs
+    lands on each alike)."""
+
+    rounds: list[CpuResult]
+
+    def _median(self, values: list[float]) -> float:
+        return statistics.median(values) if values else float("nan")
+
+    @property
+    def us_per_delta(self) -> float:
+        return self._median([r.us_per_delta for r in self.rounds])
+
+    @property
+    def per_run_ms(self) -> float:
+        return self._median([r.per_run_ms for r in self.rounds])
+
+    @property
+    def marginal_us(self) -> float:
+        return self._median([r.marginal_us for r in self.rounds])
+
+    @property
+    def incomplete(self) -> int:
+        return sum(r.incomplete for r in self.rounds)
+
+    @property
+    def frame_sizes(self) -> list[tuple[int, int]]:
+        return self.rounds[0].frame_sizes if self.rounds else []
+
+
 # Latency chinwag adds ----------------------------------------------------------------------------------------------
 
 
 @dataclass
 class LatencyResult:
-    first_token_ms: list[float]  # the fake sends the first token -> the client has its text_delta
-    to_model_ms: list[float]  # the client sends `message` -> the model request arrives at the fake
-    incomplete: int
+    first_token_ms: list[float] = field(default_factory=list)  # the fake sends token 1 -> the client has it
+    to_model_ms: list[float] = field(default_factory=list)  # the client sends `message` -> the fake has the request
+    incomplete: int = 0
+
+    def add(self, other: LatencyResult) -> None:
+        self.first_token_ms.extend(other.first_token_ms)
+        self.to_model_ms.extend(other.to_model_ms)
+        self.incomplete += other.incomplete
 
 
 async def latency(target: Target, fake: Child, *, messages: int, sessions: int) -> LatencyResult:
@@ -189,15 +227,17 @@ async def concurrent_step(
 
 
 async def concurrent_steps(
-    target: Target, fake: Child, bench_ps: psutil.Process, *, counts: list[int], tokens: int
-) -> list[StepResult]:
-    """Step up through `counts` until a step misses the lag target (that step is the last one reported)."""
-    steps = []
+    targets: list[Target], fake: Child, bench_ps: psutil.Process, *, counts: list[int], tokens: int
+) -> dict[str, list[StepResult]]:
+    """Step each target up through `counts`, the targets in turns at each count, until a step misses the lag target
+    (that step is the last one reported for that target)."""
+    steps: dict[str, list[StepResult]] = {t.name: [] for t in targets}
     for count in counts:
-        step = await concurrent_step(target, fake, bench_ps, streams=count, tokens=tokens)
-        steps.append(step)
-        if not step.held:
+        active = [t for t in targets if all(s.held for s in steps[t.name])]
+        if not active:
             break
+        for target in active:
+            steps[target.name].append(await concurrent_step(target, fake, bench_ps, streams=count, tokens=tokens))
     return steps
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from bench._stream_floors import push_cpu_per_frame, sdk_cpu_per_delta
 from bench._stream_phases import (
     CommitCounter,
     CommitResult,
-    CpuResult,
+    CpuSummary,
     LatencyResult,
     SocketMemory,
     StepResult,
@@ -47,6 +48,8 @@ from bench._stream_phases import (
 )
 
 CPU_TARGET_OVER_SDK_US = 30.0
+CPU_ROUNDS = 3
+LATENCY_ROUNDS = 4
 STREAMS_TARGET = 100
 
 
@@ -69,8 +72,8 @@ class Results:
     load: str
     sdk_us: float = float("nan")
     push_us: float = float("nan")
-    cpu: CpuResult | None = None
-    relay_cpu: CpuResult | None = None
+    cpu: CpuSummary | None = None
+    relay_cpu: CpuSummary | None = None
     steps: list[StepResult] | None = None
     relay_steps: list[StepResult] | None = None
     lat: LatencyResult | None = None
@@ -101,60 +104,39 @@ def load_average() -> str:
 async def run(opts: Options, log_dir: Path) -> Results:
     raise_nofile(max(16_384, opts.sockets * 2 + 1024))
     results = Results(machine=machine(), started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), load=load_average())
-    bench_ps = psutil.Process()
     with children(log_dir) as kids:
         port = free_port()
         fake = kids.start("fake", ["-m", "bench._stream_fake", "--port", str(port)], port=port, ready_path="/v1/models")
         bare = _start_bare(kids, fake.url)
-        relay = Target("relay", bare, "relay", lambda i: f"ws://127.0.0.1:{bare.port}/ws/relay")
-        push = Target("bare", bare, "relay", lambda i: f"ws://127.0.0.1:{bare.port}/ws/push")
         async with scratch_database() as dsn:
             server = start_chinwag(kids, database_url=dsn, fake=fake, data_dir=log_dir / "data")
             try:
                 api = await sign_in(server)
-                sessions = await api.create_sessions(max([*opts.steps, opts.cpu_streams, 100]))
+                count = max([*opts.steps, 2 * opts.cpu_streams * (CPU_ROUNDS + 1), 100])
+                sessions = await api.create_sessions(count)
                 chinwag = Target("chinwag", server, "chinwag", lambda i: api.ws_url(sessions[i % len(sessions)]))
+                relay = Target("relay", bare, "relay", lambda i: f"ws://127.0.0.1:{bare.port}/ws/relay")
                 _say("warm-up")
                 await cpu_per_delta(chinwag, fake, streams=1, tokens=20)
-                _say(f"(e) {opts.sockets} idle sockets: chinwag, bare, bare with deflate")
-                results.mem = await idle_socket_memory(chinwag, sockets=opts.sockets, sessions=100)
-                results.bare_mem = await idle_socket_memory(push, sockets=opts.sockets, sessions=1, pushed=20)
-                deflating = _start_bare(kids, fake.url, deflate=True, name="bare-deflate")
-                deflate_push = Target(
-                    "deflate", deflating, "relay", lambda i: f"ws://127.0.0.1:{deflating.port}/ws/push"
+                await cpu_per_delta(relay, fake, streams=1, tokens=20)
+                await _memory(results, kids, opts, chinwag, bare, fake)
+                await _cpu(results, opts, chinwag, relay, bare, fake)
+                await _latency(results, opts, chinwag, relay, fake)
+                _say(f"(c) concurrent streams at 50 tokens/s: {opts.steps}, chinwag and relay in turns")
+                steps = await concurrent_steps(
+                    [chinwag, relay], fake, psutil.Process(), counts=opts.steps, tokens=opts.step_tokens
                 )
-                results.deflate_mem = await idle_socket_memory(
-                    deflate_push, sockets=opts.sockets, sessions=1, compression="deflate", pushed=20
-                )
-                kids.stop(deflating)
-                _say("(b) chinwag CPU per text_delta")
-                results.cpu = await cpu_per_delta(chinwag, fake, streams=opts.cpu_streams, tokens=opts.cpu_tokens)
-                _say("(d) chinwag latency")
-                results.lat = await latency(chinwag, fake, messages=opts.latency_messages, sessions=10)
-                _say("(c) chinwag concurrent streams")
-                results.steps = await concurrent_steps(
-                    chinwag, fake, bench_ps, counts=opts.steps, tokens=opts.step_tokens
-                )
-                quiet_since = time.monotonic()
-                _say("(a) floors: SDK alone, bare WebSocket push, SDK relay")
-                results.sdk_us, _ = await sdk_cpu_per_delta(fake.url, streams=opts.cpu_streams, tokens=opts.cpu_tokens)
-                results.push_us, _ = await push_cpu_per_frame(bare, sockets=opts.cpu_streams, frames=opts.cpu_tokens)
-                results.relay_cpu = await cpu_per_delta(relay, fake, streams=opts.cpu_streams, tokens=opts.cpu_tokens)
-                results.relay_lat = await latency(relay, fake, messages=opts.latency_messages, sessions=10)
-                results.relay_steps = await concurrent_steps(
-                    relay, fake, bench_ps, counts=opts.steps, tokens=opts.step_tokens
-                )
-                _say("(f) database commits (waits for PostgreSQL's counters to settle)")
+                results.steps, results.relay_steps = steps["chinwag"], steps["relay"]
+                _say("(f) database commits (waits for PostgreSQL to publish its counters)")
                 conn = await asyncpg.connect(dsn, timeout=10)
                 try:
-                    counter = CommitCounter(conn, database_name(dsn))
                     results.commit = await commits(
                         chinwag,
                         fake,
-                        counter,
+                        CommitCounter(conn, database_name(dsn)),
                         messages=opts.commit_messages,
                         long_tokens=opts.long_tokens,
-                        quiet_since=quiet_since,
+                        quiet_since=time.monotonic(),
                     )
                 finally:
                     await conn.close()
@@ -165,6 +147,47 @@ async def run(opts: Options, log_dir: Path) -> Results:
                 kids.stop(server)
     results.load += f" -> {load_average()}"
     return results
+
+
+async def _memory(results: Results, kids: Children, opts: Options, chinwag: Target, bare: Child, fake: Child) -> None:
+    """(e) first, while the servers are fresh: idle sockets on chinwag, on the bare push server, and on a bare push
+    server offering permessage-deflate."""
+    _say(f"(e) {opts.sockets} idle sockets: chinwag, bare, bare with deflate")
+    results.mem = await idle_socket_memory(chinwag, sockets=opts.sockets, sessions=100)
+    push = Target("bare", bare, "relay", lambda i: f"ws://127.0.0.1:{bare.port}/ws/push")
+    results.bare_mem = await idle_socket_memory(push, sockets=opts.sockets, sessions=1, pushed=20)
+    deflating = _start_bare(kids, fake.url, deflate=True, name="bare-deflate")
+    try:
+        deflate_push = Target("deflate", deflating, "relay", lambda i: f"ws://127.0.0.1:{deflating.port}/ws/push")
+        results.deflate_mem = await idle_socket_memory(
+            deflate_push, sockets=opts.sockets, sessions=1, compression="deflate", pushed=20
+        )
+    finally:
+        kids.stop(deflating)
+
+
+async def _cpu(results: Results, opts: Options, chinwag: Target, relay: Target, bare: Child, fake: Child) -> None:
+    """(a, b) in turns, so that load from other programs lands on each alike; medians are reported."""
+    _say(f"(a, b) CPU per text_delta: chinwag, SDK alone, bare push, relay; {CPU_ROUNDS} rounds")
+    ours, relays, sdk, push = [], [], [], []
+    streams, tokens = opts.cpu_streams, opts.cpu_tokens
+    for i in range(CPU_ROUNDS):
+        ours.append(await cpu_per_delta(chinwag, fake, streams=streams, tokens=tokens, first=(i + 1) * 2 * streams))
+        sdk.append((await sdk_cpu_per_delta(fake.url, streams=streams, tokens=tokens))[0])
+        push.append((await push_cpu_per_frame(bare, sockets=streams, frames=tokens))[0])
+        relays.append(await cpu_per_delta(relay, fake, streams=streams, tokens=tokens))
+    results.cpu, results.relay_cpu = CpuSummary(ours), CpuSummary(relays)
+    results.sdk_us, results.push_us = statistics.median(sdk), statistics.median(push)
+
+
+async def _latency(results: Results, opts: Options, chinwag: Target, relay: Target, fake: Child) -> None:
+    """(d) in turns: a quarter of the messages at a time on each."""
+    _say(f"(d) latency: {opts.latency_messages} messages each, chinwag and relay in turns")
+    results.lat, results.relay_lat = LatencyResult(), LatencyResult()
+    part = max(1, opts.latency_messages // LATENCY_ROUNDS)
+    for _ in range(LATENCY_ROUNDS):
+        results.lat.add(await latency(chinwag, fake, messages=part, sessions=10))
+        results.relay_lat.add(await latency(relay, fake, messages=part, sessions=10))
 
 
 def _start_bare(kids: Children, fake_url: str, *, deflate: bool = False, name: str = "bare") -> Child:
@@ -201,7 +224,11 @@ def _held(steps: list[StepResult] | None) -> tuple[int, str]:
     )
 
 
-def _cpu_line(cpu: CpuResult) -> str:
+def _capacity(cpu: CpuSummary) -> float:
+    return 1e6 / (cpu.us_per_delta * 50) if cpu.us_per_delta > 0 else float("nan")
+
+
+def _cpu_line(cpu: CpuSummary) -> str:
     return f"{cpu.us_per_delta:.1f} us = {cpu.per_run_ms:.1f} ms per run + {cpu.marginal_us:.1f} us per delta" + (
         f" ({cpu.incomplete} incomplete)" if cpu.incomplete else ""
     )
@@ -221,7 +248,8 @@ def table(r: Results, opts: Options) -> str:
         relay = f"; SDK + WebSocket relay (no DB) {_cpu_line(r.relay_cpu)}" if r.relay_cpu else ""
         rows.append(
             (
-                f"(a, b) server CPU per text_delta ({opts.cpu_streams} answers of {opts.cpu_tokens} tokens at once)",
+                f"(a, b) server CPU per text_delta ({opts.cpu_streams} answers of {opts.cpu_tokens} tokens at once;"
+                f" median of {CPU_ROUNDS} rounds)",
                 _cpu_line(r.cpu),
                 f"SDK alone {r.sdk_us:.1f} us; bare WebSocket push {r.push_us:.1f} us{relay}",
                 f"<= SDK + 30 = {budget:.0f} us",
@@ -239,6 +267,16 @@ def table(r: Results, opts: Options) -> str:
             _verdict(held >= STREAMS_TARGET, f"{held / relay_held:.0%} of the relay" if relay_held else ""),
         )
     )
+    if r.cpu is not None and r.relay_cpu is not None:
+        rows.append(
+            (
+                "(c) streams at 50 tokens/s that one core carries by CPU alone (1e6 / (us per delta x 50))",
+                f"{_capacity(r.cpu):.0f}",
+                f"relay {_capacity(r.relay_cpu):.0f}; SDK alone {1e6 / (r.sdk_us * 50):.0f}",
+                f">= {STREAMS_TARGET}",
+                _verdict(_capacity(r.cpu) >= STREAMS_TARGET, "independent of other load on the machine"),
+            )
+        )
     relay_by_count = {s.streams: s for s in r.relay_steps or []}
     for step in r.steps or []:
         other = relay_by_count.get(step.streams)
@@ -331,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="chinwag's streaming benchmark: one run, one table.")
     parser.add_argument("--cpu-streams", type=int, default=8)
     parser.add_argument("--cpu-tokens", type=int, default=1000)
-    parser.add_argument("--steps", default="25,50,100,150,200", help="concurrent stream counts to step through")
+    parser.add_argument("--steps", default="10,25,50,100,150,200", help="concurrent stream counts to step through")
     parser.add_argument("--step-tokens", type=int, default=250, help="tokens per stream in each step (at 50/s)")
     parser.add_argument("--latency-messages", type=int, default=100)
     parser.add_argument("--sockets", type=int, default=2000)
