@@ -217,6 +217,10 @@ async def test_list_and_search_files(db: asyncpg.Connection, pool: asyncpg.Pool)
     assert "notes.txt" in found
     assert "zephyr_v2" in found
     assert "No file text matches" in await call(search, query="pineapple")
+    # No word at all for full-text search: the substring search still answers.
+    assert "No file text matches" in await call(search, query="!!! ???")
+    assert "notes.txt" in await call(search, query=": budget")
+    assert await call(search, query="  ") == "The query is empty."
 
 
 async def test_tools_never_cross_sessions(db: asyncpg.Connection, pool: asyncpg.Pool) -> None:
