@@ -172,12 +172,9 @@ def _clean(text: str, *, what: str, empty_ok: bool = False) -> Extracted:
 
 def _pdf_text(path: Path) -> str:
     reader = pypdf.PdfReader(path)
-    if reader.is_encrypted:
-        # Many PDFs are "encrypted" with an empty user password; those still read.
-        try:
-            reader.decrypt("")
-        except Exception as exc:
-            raise ValueError("the PDF is password-protected") from exc
+    # Many PDFs are "encrypted" with an empty user password (only editing is restricted); those still read.
+    if reader.is_encrypted and reader.decrypt("") == pypdf.PasswordType.NOT_DECRYPTED:
+        raise ValueError("the PDF is password-protected")
     pages = [page.extract_text() or "" for page in reader.pages]
     return "\n\n".join(p.strip() for p in pages if p.strip())
 

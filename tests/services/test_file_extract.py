@@ -10,6 +10,7 @@ from pathlib import Path
 import docx
 import pytest
 from fpdf import FPDF
+from fpdf.enums import EncryptionMethod
 from PIL import Image
 
 from chinwag.errors import UnsupportedMediaType
@@ -90,6 +91,30 @@ def test_broken_pdf_is_marked_not_raised(tmp_path: Path) -> None:
     assert result.text is None
     assert result.error is not None
     assert result.error.startswith("could not read the text")
+
+
+def test_encrypted_pdfs(tmp_path: Path) -> None:
+    def encrypted(path: Path, text: str, *, owner_password: str, user_password: str | None = None) -> Path:
+        pdf = FPDF()
+        pdf.set_font("Helvetica", size=12)
+        pdf.add_page()
+        pdf.multi_cell(0, 10, text)
+        pdf.set_encryption(
+            owner_password=owner_password, user_password=user_password, encryption_method=EncryptionMethod.RC4
+        )
+        pdf.output(str(path))
+        return path
+
+    # Restricted editing only (no password to open): the text reads.
+    open_pdf = encrypted(tmp_path / "open.pdf", "open marker-ENC", owner_password="owner")
+    assert extract_text(open_pdf, APPLICATION_PDF).text == "open marker-ENC"
+    # A password to open: kept, marked.
+    locked = encrypted(tmp_path / "locked.pdf", "locked marker", owner_password="owner", user_password="user")
+    assert sniff_content_type(locked, name="locked.pdf") == APPLICATION_PDF
+    result = extract_text(locked, APPLICATION_PDF)
+    assert result.text is None
+    assert result.error is not None
+    assert "password-protected" in result.error
 
 
 def test_docx_paragraphs_and_tables(tmp_path: Path) -> None:
