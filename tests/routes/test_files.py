@@ -424,7 +424,8 @@ async def _raw_post(
 ) -> tuple[int, bytes, int]:
     """POST over a plain socket, sending `chunks` one by one and stopping as soon as the server answers.
 
-    Returns (status, response body, bytes of the body sent before the answer came)."""
+    Returns (status, response body, bytes of the body sent before the answer came); asserts the server then closed
+    the connection."""
     url = urlsplit(server.url)
     assert url.port is not None
     loop = asyncio.get_running_loop()
@@ -446,6 +447,12 @@ async def _raw_post(
         while (answer := client.response()) is None:
             assert not client.lost, bytes(client.received)
             await client.wait()
+        # The server closes the connection after refusing, so the client stops sending.
+        for _ in range(500):
+            if client.lost:
+                break
+            await asyncio.sleep(0.01)
+        assert client.lost, "the server kept the connection open"
     finally:
         client.transport.close()
     return answer[0], answer[1], sent
