@@ -38,7 +38,7 @@ def get_auth_service(conn: HTTPConnection) -> AuthService:
     return auth
 
 
-def get_current_user(conn: HTTPConnection) -> User:
+async def get_current_user(conn: HTTPConnection) -> User:
     """The caller (see `AuthMiddleware`): 401 `unauthorized` without a token, `invalid_token` with a bad one."""
     state = conn.scope.get("state", {})
     user: User | None = state.get("user")

@@ -24,6 +24,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=orjson.loads, schema="pg_catalog")
 
 
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """Pool release hook. asyncpg has already rolled back any open transaction and dropped listeners; its default
+    reset would also run `RESET ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()`, one more round trip
+    for every query made through the pool. chinwag keeps no session state on pooled connections (its advisory locks
+    are transaction-scoped), so there is nothing left to reset."""
+
+
 @contextlib.asynccontextmanager
 async def database_url(settings: Settings) -> AsyncIterator[str]:
     """The configured DSN, or the embedded server's while it runs."""
@@ -44,7 +51,9 @@ async def open_pool(dsn: str, *, size: int = 10, run_migrations: bool = True) ->
             await migrate(conn)
         finally:
             await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, init=_init_connection, command_timeout=30)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=size, init=_init_connection, reset=_reset_connection, command_timeout=30
+    )
     try:
         yield pool
     finally:

@@ -5,18 +5,27 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
 
 from chinwag.dependencies import CurrentUser, Sessions
-from chinwag.schemas.messages import HistoryQuery, MessagePage
+from chinwag.schemas.messages import MAX_SEQ, MessagePage
 
 router = APIRouter(prefix="/sessions", tags=["messages"])
 
 
 @router.get("/{session_id}/messages")
 async def list_messages(
-    session_id: str, query: Annotated[HistoryQuery, Query()], user: CurrentUser, sessions: Sessions
+    session_id: str,
+    user: CurrentUser,
+    sessions: Sessions,
+    limit: Annotated[int, Query(ge=1, le=100, description="page size, 1-100")] = 50,
+    before: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="older than this seq (excluded)")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="newer than this seq (excluded)")] = None,
 ) -> MessagePage:
     """A page of history, oldest first: before a seq, after a seq, or (neither) the newest page."""
-    return await sessions.messages(
-        user_id=user.id, session_id=session_id, limit=query.limit, before=query.before, after=query.after
-    )
+    # Plain query parameters rather than a query model: the model costs ~0.3 ms of CPU per request here.
+    if before is not None and after is not None:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", "after"), "msg": "pass either before or after, not both"}]
+        )
+    return await sessions.messages(user_id=user.id, session_id=session_id, limit=limit, before=before, after=after)

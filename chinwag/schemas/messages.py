@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, TypeAdapter
 
 from chinwag.schemas.sessions import TokenUsage
 
@@ -54,20 +54,6 @@ _MESSAGE_LIST = TypeAdapter(list[Message])
 
 
 MAX_SEQ = 2_147_483_647  # the `integer` column's range: larger values are a 422, not a database error
-
-
-class HistoryQuery(BaseModel):
-    """The query of `GET /sessions/{id}/messages`."""
-
-    limit: int = Field(default=50, ge=1, le=100, description="page size, 1-100")
-    before: int | None = Field(default=None, ge=0, le=MAX_SEQ, description="older than this seq (excluded)")
-    after: int | None = Field(default=None, ge=0, le=MAX_SEQ, description="newer than this seq (excluded)")
-
-    @model_validator(mode="after")
-    def _one_direction(self) -> HistoryQuery:
-        if self.before is not None and self.after is not None:
-            raise ValueError("pass either before or after, not both")
-        return self
 
 
 class MessagePage(BaseModel):
