@@ -157,7 +157,7 @@ def user_create(
         raise _fail("; ".join(problems)) from None
     try:
         with _database(settings) as dsn:
-            user = asyncio.run(_create_user(dsn, body, admin=admin))
+            user = asyncio.run(_create_user(dsn, body, admin=admin, settings=settings))
     except Conflict as exc:
         raise _fail(f"{body.email}: {exc.detail}") from None
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
@@ -165,14 +165,14 @@ def user_create(
     typer.echo(f"created {user.role} {user.email} (id {user.id})")
 
 
-async def _create_user(dsn: str, body: RegisterRequest, *, admin: bool) -> User:
+async def _create_user(dsn: str, body: RegisterRequest, *, admin: bool, settings: Settings) -> User:
     from chinwag.db.pool import open_pool
     from chinwag.services.auth_service import PasswordHashing, create_user
 
     async with open_pool(dsn, size=1) as pool:
         return await create_user(
             pool,
-            PasswordHashing(),
+            PasswordHashing.from_settings(settings),
             email=body.email,
             password=body.password,
             display_name=body.display_name,

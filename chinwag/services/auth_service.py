@@ -56,6 +56,12 @@ class PasswordHashing:
         self._hasher = hasher or PasswordHasher()
         self._dummy: str | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PasswordHashing:
+        return cls(
+            PasswordHasher(time_cost=settings.password_hash_time_cost, memory_cost=settings.password_hash_memory_kib)
+        )
+
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
 
@@ -131,7 +137,7 @@ class AuthService:
         self._settings = settings
         self._secret = secret
         self._limiter = limiter
-        self._passwords = passwords or PasswordHashing()
+        self._passwords = passwords or PasswordHashing.from_settings(settings)
 
     # --- accounts ---
 

@@ -159,7 +159,7 @@ async def test_login_refusals(make_service: Callable[..., AuthService]) -> None:
 async def test_weak_hashes_are_upgraded_at_login(
     make_service: Callable[..., AuthService], db: asyncpg.Connection
 ) -> None:
-    auth = make_service()
+    auth = make_service(password_hash_time_cost=2, password_hash_memory_kib=2048)
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("old-password")
     await db.execute(
         "INSERT INTO users (email, password_hash, display_name) VALUES ('old@example.com', $1, 'Old')", weak
@@ -167,7 +167,7 @@ async def test_weak_hashes_are_upgraded_at_login(
     await auth.login(email="old@example.com", password="old-password", client=None)
     stored = await db.fetchval("SELECT password_hash FROM users WHERE email = 'old@example.com'")
     assert stored != weak
-    assert not PasswordHasher().check_needs_rehash(stored)
+    assert not PasswordHasher(time_cost=2, memory_cost=2048).check_needs_rehash(stored)
     await auth.login(email="old@example.com", password="old-password", client=None)
 
 
