@@ -218,7 +218,7 @@ async def test_whole_completion_dropped(fake: FakeOpenAI, client: AsyncOpenAI) -
 
 
 async def test_paced_tokens_and_stalls(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
-    fake.script(say("a b c d e", delay=0.03, stall_at=2, stall=0.3))
+    fake.script(say("a b c d e", delay=0.03, stall_at=2, stall=0.4))
     started = time.monotonic()
     stream = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
     arrivals: list[float] = []
@@ -226,10 +226,10 @@ async def test_paced_tokens_and_stalls(fake: FakeOpenAI, client: AsyncOpenAI) ->
         if chunk.choices[0].delta.content:
             arrivals.append(time.monotonic() - started)
     assert len(arrivals) == 5
-    assert arrivals[-1] >= 5 * 0.03 + 0.3
+    assert arrivals[-1] >= 5 * 0.03 + 0.4
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert gaps[1] >= 0.3  # the stall sits between the second and the third token
-    assert max(gaps[0], gaps[2], gaps[3]) < 0.3
+    assert gaps[1] >= 0.4  # the stall sits between the second and the third token
+    assert max(gaps[0], gaps[2], gaps[3]) < 0.4
 
 
 async def test_stall_before_headers_times_out_the_client(fake: FakeOpenAI) -> None:
