@@ -37,8 +37,8 @@ class RunSlotTaken(Exception):
 class DuplicateClientId(Exception):
     """A run with this client id exists in the session already."""
 
-    def __init__(self, run: RunRecord) -> None:
-        super().__init__(run.id)
+    def __init__(self, run: RunRecord | None) -> None:
+        super().__init__(run.id if run is not None else "")
         self.run = run
 
 
@@ -61,25 +61,19 @@ async def find_by_client_id(db: Executor, *, session_id: uuid.UUID, client_id: s
     return None if row is None else _record(row)
 
 
-async def insert_running(db: Conn, *, session_id: uuid.UUID, client_id: str | None) -> RunRecord:
-    """Take the session's run slot (call inside a transaction). Raises `RunSlotTaken` or `DuplicateClientId`."""
-    if client_id is not None:
-        existing = await find_by_client_id(db, session_id=session_id, client_id=client_id)
-        if existing is not None:
-            raise DuplicateClientId(existing)
+async def insert_running(db: Executor, *, session_id: uuid.UUID, client_id: str | None) -> RunRecord:
+    """Take the session's run slot. Raises `RunSlotTaken` or `DuplicateClientId` (a unique violation: inside a
+    transaction, that transaction is over; the caller rolls it back and may look the duplicate up after)."""
     try:
-        async with db.transaction():  # a savepoint: the caller's transaction survives the unique violation
-            row = await db.fetchrow(
-                "INSERT INTO runs (session_id, client_id) VALUES ($1, $2)"
-                " RETURNING id, session_id, status, client_id, user_message_id",
-                session_id,
-                client_id,
-            )
+        row = await db.fetchrow(
+            "INSERT INTO runs (session_id, client_id) VALUES ($1, $2)"
+            " RETURNING id, session_id, status, client_id, user_message_id",
+            session_id,
+            client_id,
+        )
     except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "runs_client_id_idx" and client_id is not None:
-            existing = await find_by_client_id(db, session_id=session_id, client_id=client_id)
-            if existing is not None:
-                raise DuplicateClientId(existing) from None
+        if exc.constraint_name == "runs_client_id_idx":
+            raise DuplicateClientId(None) from None
         raise RunSlotTaken() from None
     assert row is not None
     return _record(row)
@@ -88,28 +82,36 @@ async def insert_running(db: Conn, *, session_id: uuid.UUID, client_id: str | No
 async def mark_started(
     db: Executor, *, run_id: uuid.UUID, session_id: uuid.UUID, user_message_id: uuid.UUID | str
 ) -> None:
-    await db.execute("UPDATE runs SET user_message_id = $2 WHERE id = $1", run_id, user_message_id)
-    await db.execute("UPDATE sessions SET active_run_id = $2 WHERE id = $1", session_id, run_id)
+    """The run's user message is in: record it, and show the run as the session's active one (one statement)."""
+    await db.execute(
+        "WITH r AS (UPDATE runs SET user_message_id = $2 WHERE id = $1)"
+        " UPDATE sessions SET active_run_id = $1 WHERE id = $3",
+        run_id,
+        user_message_id,
+        session_id,
+    )
 
 
-async def set_assistant_message(db: Executor, *, run_id: str, message_id: str) -> None:
-    await db.execute("UPDATE runs SET assistant_message_id = $2 WHERE id = $1", uuid.UUID(run_id), message_id)
-
-
-async def finish(db: Conn, *, run_id: str, session_id: str, status: RunStatus, finish_reason: str) -> None:
-    """End the run and free the session's slot, in one transaction."""
-    async with db.transaction():
-        await db.execute(
-            "UPDATE runs SET status = $2, finish_reason = $3, ended_at = now() WHERE id = $1 AND status = 'running'",
-            uuid.UUID(run_id),
-            status,
-            finish_reason,
-        )
-        await db.execute(
-            "UPDATE sessions SET active_run_id = NULL WHERE id = $1 AND active_run_id = $2",
-            uuid.UUID(session_id),
-            uuid.UUID(run_id),
-        )
+async def finish(
+    db: Executor,
+    *,
+    run_id: str,
+    session_id: str,
+    status: RunStatus,
+    finish_reason: str,
+    assistant_message_id: str | None = None,
+) -> None:
+    """End the run and free the session's slot, in one statement."""
+    await db.execute(
+        "WITH r AS (UPDATE runs SET status = $2, finish_reason = $3, ended_at = now(),"
+        " assistant_message_id = coalesce($5::uuid, assistant_message_id) WHERE id = $1 AND status = 'running')"
+        " UPDATE sessions SET active_run_id = NULL WHERE id = $4 AND active_run_id = $1",
+        uuid.UUID(run_id),
+        status,
+        finish_reason,
+        uuid.UUID(session_id),
+        None if assistant_message_id is None else uuid.UUID(assistant_message_id),
+    )
 
 
 async def active_run_id(db: Executor, *, session_id: str) -> str | None:

@@ -76,23 +76,29 @@ class ChatService:
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
         run = ChatRun(self.deps, user_id=user_id, session=session, file_ids=file_ids)
         run.listen_for_interrupts()
+        sid = uuid.UUID(session.id)
         try:
             async with self.deps.pool.acquire() as conn, conn.transaction():
-                try:
-                    record = await runs_db.insert_running(conn, session_id=uuid.UUID(session.id), client_id=client_id)
-                except runs_db.DuplicateClientId as dup:
-                    logger.info("session %s: client_id seen before (run %s): nothing new", session.id, dup.run.id)
-                    run.stop_listening()
-                    return None
-                except runs_db.RunSlotTaken:
-                    raise Busy("A run is active in this session: interrupt it first.") from None
+                record = await runs_db.insert_running(conn, session_id=sid, client_id=client_id)
                 run.run_id = record.id
                 message = await SessionService(conn, self.deps.settings).append_message(
                     session_id=session.id, role="user", content=content, run_id=record.id, client_id=client_id
                 )
                 await runs_db.mark_started(
-                    conn, run_id=uuid.UUID(record.id), session_id=uuid.UUID(session.id), user_message_id=message.id
+                    conn, run_id=uuid.UUID(record.id), session_id=sid, user_message_id=message.id
                 )
+        except runs_db.DuplicateClientId:
+            run.stop_listening()
+            logger.info("session %s: client_id seen before: nothing new", session.id)
+            return None
+        except runs_db.RunSlotTaken:
+            run.stop_listening()
+            # The same client_id again while its run still runs: PostgreSQL may report either index; it is a duplicate.
+            if client_id is not None and await runs_db.find_by_client_id(
+                self.deps.pool, session_id=sid, client_id=client_id
+            ):
+                return None
+            raise Busy("A run is active in this session: interrupt it first.") from None
         except BaseException:
             run.stop_listening()
             raise
@@ -105,10 +111,13 @@ class ChatService:
         except BaseException:
             run.stop_listening()
             await self.deps.buffers.end(record.id)
-            async with self.deps.pool.acquire() as conn:
-                await runs_db.finish(
-                    conn, run_id=record.id, session_id=session.id, status="interrupted", finish_reason="interrupted"
-                )
+            await runs_db.finish(
+                self.deps.pool,
+                run_id=record.id,
+                session_id=session.id,
+                status="interrupted",
+                finish_reason="interrupted",
+            )
             raise
         logger.info("session %s: run %s started", session.id, record.id)
         return record.id

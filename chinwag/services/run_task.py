@@ -157,7 +157,6 @@ class ChatRun:
                 session_id=self.session.id, role="assistant", content="", status="streaming", run_id=self.run_id
             )
             self.assistant_message_id = assistant.id
-            await runs_db.set_assistant_message(self.deps.pool, run_id=self.run_id, message_id=assistant.id)
             await self._emit({"type": "assistant_start", "message_id": assistant.id})
             if not self.interrupted.is_set():
                 await self._stream(sessions)
@@ -329,10 +328,14 @@ class ChatRun:
             )
 
     async def _release_slot(self, finish: FinishReason) -> None:
-        async with self.deps.pool.acquire() as conn:
-            await runs_db.finish(
-                conn, run_id=self.run_id, session_id=self.session.id, status=_RUN_STATUS[finish], finish_reason=finish
-            )
+        await runs_db.finish(
+            self.deps.pool,
+            run_id=self.run_id,
+            session_id=self.session.id,
+            status=_RUN_STATUS[finish],
+            finish_reason=finish,
+            assistant_message_id=self.assistant_message_id or None,
+        )
 
     async def _keep_partial_answer(self) -> None:
         """Layer 1 after an interrupt: what the SDK dropped (the unfinished turn: its text so far, tool calls without

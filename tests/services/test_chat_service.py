@@ -142,9 +142,14 @@ async def test_a_run_streams_numbered_events_and_persists_before_announcing(
     ]
     assert str(rows[1]["run_id"]) == run_id
     assert end["message_id"] == h.frames[1]["message_id"]
-    run = await db.fetchrow("SELECT status, finish_reason FROM runs WHERE id = $1", uuid.UUID(run_id))
+    run = await db.fetchrow(
+        "SELECT status, finish_reason, user_message_id, assistant_message_id FROM runs WHERE id = $1",
+        uuid.UUID(run_id),
+    )
     assert run is not None
     assert (run["status"], run["finish_reason"]) == ("complete", "stop")
+    assert str(run["user_message_id"]) == first["message"]["id"]
+    assert str(run["assistant_message_id"]) == end["message_id"]
     assert await db.fetchval("SELECT active_run_id FROM sessions WHERE id = $1", uuid.UUID(session_id)) is None
     # The model saw the user message, and Layer 1 now holds the exchange.
     call = h.llm.model.last_call
