@@ -79,14 +79,20 @@ class Settings(BaseSettings):
         for part in (p.strip() for p in value.split(",")):
             if not part:
                 continue
-            model_id, _, window = part.partition(":")
-            if not model_id.strip():
-                raise ValueError(f"empty model id in {part!r}")
-            if window and (not window.strip().isdigit() or int(window) <= 0):
+            # `id:window` when what follows the last colon is a number; otherwise the colon belongs to the id
+            # (Ollama tags such as `llama3.2:3b`).
+            model_id, _, window = part.rpartition(":")
+            if not (model_id and window.strip().isdigit()):
+                model_id, window = part, ""
+            model_id = model_id.strip()
+            if window and int(window) <= 0:
                 raise ValueError(f"context window of {model_id!r} must be a positive integer, got {window!r}")
-            specs.append(ModelSpec(id=model_id.strip(), context_window=int(window) if window else None))
+            specs.append(ModelSpec(id=model_id, context_window=int(window) if window else None))
         if not specs:
             raise ValueError("at least one model is required")
+        ids = [spec.id for spec in specs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"a model id is listed twice: {ids}")
         return tuple(specs)
 
     @field_validator("cors_origins", mode="before")

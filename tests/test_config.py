@@ -21,7 +21,7 @@ def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_models_with_windows_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHINWAG_MODELS", "llama3:8192, gpt-4o ,qwen:32768")
+    monkeypatch.setenv("CHINWAG_MODELS", "llama3:8192, gpt-4o ,qwen:32768,llama3.2:3b,mistral:7b:65536")
     monkeypatch.setenv("CHINWAG_DEFAULT_MODEL", "gpt-4o")
     monkeypatch.setenv("CHINWAG_CORS_ORIGINS", "http://a.example, http://b.example")
     settings = load_settings(_env_file=None)
@@ -29,6 +29,8 @@ def test_models_with_windows_and_default(monkeypatch: pytest.MonkeyPatch) -> Non
         ModelSpec(id="llama3", context_window=8192),
         ModelSpec(id="gpt-4o"),
         ModelSpec(id="qwen", context_window=32768),
+        ModelSpec(id="llama3.2:3b"),
+        ModelSpec(id="mistral:7b", context_window=65536),
     )
     assert settings.resolved_default_model == "gpt-4o"
     assert settings.cors_origins == ("http://a.example", "http://b.example")
@@ -49,7 +51,8 @@ def test_openai_variables_have_no_prefix(monkeypatch: pytest.MonkeyPatch) -> Non
         ("CHINWAG_MAX_UPLOAD_BYTES", "0"),
         ("CHINWAG_REGISTRATION", "sometimes"),
         ("CHINWAG_LLM_API", "completions"),
-        ("CHINWAG_MODELS", "gpt-4o:big"),
+        ("CHINWAG_MODELS", "gpt-4o:0"),
+        ("CHINWAG_MODELS", "a,b,a"),
         ("CHINWAG_MODELS", " , "),
         ("CHINWAG_MAX_MESSAGE_CHARS", "-5"),
     ],
