@@ -184,6 +184,11 @@ class StepResult:
     lags_ms: list[float]
     incomplete: int
     cpu_share: dict[str, float]
+    timer_late_ms: list[float] = field(default_factory=list)  # how late a 10 ms timer fired in this process
+
+    @property
+    def timer_p99(self) -> float:
+        return percentile(self.timer_late_ms, 99)
 
     @property
     def p50(self) -> float:
@@ -211,11 +216,15 @@ async def concurrent_step(
         await asyncio.sleep(ramp_s * i / streams)
         return await send_message(ws, f"stream {i}", protocol=target.protocol, timeout=tokens * 0.1 + 30)
 
+    late: list[float] = []
+    probe = asyncio.create_task(_timer_lateness(late))
     try:
         watch.start()
         results = await asyncio.gather(*(one(i, ws) for i, ws in enumerate(sockets)))
         watch.stop()
     finally:
+        probe.cancel()
+        await asyncio.gather(probe, return_exceptions=True)
         await _close_all(sockets)
     lags = [lag / 1000 for r in results for lag in r.lags_us[1:]]
     return StepResult(
@@ -223,7 +232,17 @@ async def concurrent_step(
         lags_ms=lags,
         incomplete=sum(not r.complete or r.deltas < tokens for r in results),
         cpu_share={name: watch.share(name) for name in watch.processes},
+        timer_late_ms=late,
     )
+
+
+async def _timer_lateness(late: list[float], interval: float = 0.01) -> None:
+    """How late a timer fires in this (lightly loaded) process: the machine's own scheduling delay, a floor under
+    any token lag measured here."""
+    while True:
+        due = time.perf_counter() + interval
+        await asyncio.sleep(interval)
+        late.append((time.perf_counter() - due) * 1000)
 
 
 async def concurrent_steps(

@@ -236,9 +236,10 @@ def _cpu_line(cpu: CpuSummary) -> str:
 
 def _step_line(step: StepResult) -> str:
     share = "/".join(f"{value:.0%}" for value in step.cpu_share.values())
-    return f"p50 {step.p50:.2f} / p99 {step.p99:.2f} ms, CPU srv/fake/bench {share}" + (
-        f", {step.incomplete} incomplete" if step.incomplete else ""
-    )
+    return (
+        f"p50 {step.p50:.2f} / p99 {step.p99:.2f} ms, CPU srv/fake/bench {share},"
+        f" a 10 ms timer's p99 lateness {step.timer_p99:.1f} ms"
+    ) + (f", {step.incomplete} incomplete" if step.incomplete else "")
 
 
 def table(r: Results, opts: Options) -> str:
