@@ -15,8 +15,10 @@ from chinwag.llm.provider import LlmClients
 from chinwag.mcp import McpPool
 from chinwag.schemas.users import User
 from chinwag.services.auth_service import AuthService
+from chinwag.services.chat_service import ChatService
 from chinwag.services.file_service import FileService, FileStore
 from chinwag.services.session_service import SessionService
+from chinwag.websocket.manager import ConnectionManager
 
 
 def get_settings(conn: HTTPConnection) -> Settings:
@@ -99,3 +101,17 @@ def get_catalog(conn: HTTPConnection) -> ModelCatalog:
 
 Llm = Annotated[LlmClients, Depends(get_llm)]
 Catalog = Annotated[ModelCatalog, Depends(get_catalog)]
+
+
+def get_chat_service(conn: HTTPConnection) -> ChatService:
+    chat: ChatService = conn.app.state.chat
+    return chat
+
+
+def get_connections(conn: HTTPConnection) -> ConnectionManager:
+    connections: ConnectionManager = conn.app.state.connections
+    return connections
+
+
+Chat = Annotated[ChatService, Depends(get_chat_service)]
+Connections = Annotated[ConnectionManager, Depends(get_connections)]

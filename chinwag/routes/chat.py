@@ -15,11 +15,11 @@ import logging
 
 from fastapi import APIRouter, WebSocket
 
+from chinwag.dependencies import Chat, Connections, Sessions
 from chinwag.errors import BadRequest, ChinwagError, NotFound
 from chinwag.middleware.auth import user_from_scope
 from chinwag.schemas.users import User
 from chinwag.services.chat_service import ChatService
-from chinwag.services.session_service import SessionService
 from chinwag.websocket.events import (
     ActiveRun,
     ErrorCode,
@@ -34,7 +34,7 @@ from chinwag.websocket.events import (
     error_frame,
     parse_client_frame,
 )
-from chinwag.websocket.manager import CLOSE_TOO_SLOW, Connection, ConnectionManager, ResumeUnavailable
+from chinwag.websocket.manager import CLOSE_TOO_SLOW, Connection, ResumeUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -52,22 +52,20 @@ _PONG = encode(Pong())
 
 
 @router.websocket("/chat/{session_id}")
-async def chat_socket(websocket: WebSocket, session_id: str) -> None:
+async def chat_socket(
+    websocket: WebSocket, session_id: str, chat: Chat, sessions: Sessions, manager: Connections
+) -> None:
     """The chat socket of one session."""
     await websocket.accept()
     user = user_from_scope(websocket.scope)
     if user is None:
         await websocket.close(CLOSE_UNAUTHORIZED, "authentication required")
         return
-    app = websocket.app
-    sessions = SessionService(app.state.pool, app.state.settings)
     try:
         session = await sessions.get(user_id=user.id, session_id=session_id)
     except NotFound:
         await websocket.close(CLOSE_NOT_FOUND, "session not found")
         return
-    chat: ChatService = app.state.chat
-    manager: ConnectionManager = app.state.connections
     conn = Connection(websocket)
     # Join before looking up the active run: a run that starts from here on reaches this socket from seq 1.
     manager.join(session.id, conn)
