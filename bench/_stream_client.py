@@ -22,6 +22,8 @@ class Delivered:
     sent_us: int = 0
     deltas: int = 0
     lags_us: list[int] = field(default_factory=list)  # receive time minus the fake's send time, per text_delta
+    received_us: list[int] = field(default_factory=list)  # the receive time of each of those
+    ended_us: int = 0  # when `assistant_end` arrived
     first_lag_us: int | None = None
     frame_sizes: list[tuple[int, int]] = field(default_factory=list)  # (seq, frame length) when asked for
     finish_reason: str | None = None
@@ -71,9 +73,11 @@ async def send_message(
                         if got.first_lag_us is None:
                             got.first_lag_us = lag
                         got.lags_us.append(lag)
+                        got.received_us.append(received_us)
                     if sizes:
                         got.frame_sizes.append((int(event["seq"]), len(raw)))
                 elif kind == "assistant_end":
+                    got.ended_us = received_us
                     got.finish_reason = str(event.get("finish_reason"))
                     return got
                 elif kind == "error":

@@ -185,6 +185,11 @@ class StepResult:
     incomplete: int
     cpu_share: dict[str, float]
     timer_late_ms: list[float] = field(default_factory=list)  # how late a 10 ms timer fired in this process
+    steady_lags_ms: list[float] = field(default_factory=list)  # lags while no run started or ended
+
+    @property
+    def steady_p99(self) -> float:
+        return percentile(self.steady_lags_ms, 99)
 
     @property
     def timer_p99(self) -> float:
@@ -227,12 +232,22 @@ async def concurrent_step(
         await asyncio.gather(probe, return_exceptions=True)
         await _close_all(sockets)
     lags = [lag / 1000 for r in results for lag in r.lags_us[1:]]
+    # Steady state: after the last run's first token, before the first run's end (no run starting or finishing).
+    all_started = max((r.received_us[0] for r in results if r.received_us), default=0)
+    first_end = min((r.ended_us for r in results if r.ended_us), default=0) - 100_000
+    steady = [
+        lag / 1000
+        for r in results
+        for lag, at in zip(r.lags_us, r.received_us, strict=True)
+        if all_started < at < first_end
+    ]
     return StepResult(
         streams=streams,
         lags_ms=lags,
         incomplete=sum(not r.complete or r.deltas < tokens for r in results),
         cpu_share={name: watch.share(name) for name in watch.processes},
         timer_late_ms=late,
+        steady_lags_ms=steady,
     )
 
 

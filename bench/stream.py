@@ -237,8 +237,8 @@ def _cpu_line(cpu: CpuSummary) -> str:
 def _step_line(step: StepResult) -> str:
     share = "/".join(f"{value:.0%}" for value in step.cpu_share.values())
     return (
-        f"p50 {step.p50:.2f} / p99 {step.p99:.2f} ms, CPU srv/fake/bench {share},"
-        f" a 10 ms timer's p99 lateness {step.timer_p99:.1f} ms"
+        f"p50 {step.p50:.2f} / p99 {step.p99:.2f} ms (p99 {step.steady_p99:.2f} ms while no run starts or ends),"
+        f" CPU srv/fake/bench {share}, a 10 ms timer's p99 lateness {step.timer_p99:.1f} ms"
     ) + (f", {step.incomplete} incomplete" if step.incomplete else "")
 
 
