@@ -76,6 +76,8 @@ async def chat_socket(
             active_run=None if active is None else ActiveRun(run_id=active.run_id, last_seq=active.last_seq),
         )
         conn.send_first(encode(ready))
+        if active is not None and not conn.follows(active.run_id):
+            conn.await_resume(active.run_id, last_seq=active.last_seq)
         await _serve(websocket, conn, chat=chat, user=user, session_id=session.id)
     finally:
         manager.leave(session.id, conn)

@@ -1,9 +1,11 @@
 """Sockets per session: each socket has its own bounded send queue and sender, so one slow or dead socket never
 holds up the others; a socket that cannot keep up is closed (1013) and its client resumes.
 
-Which run events a socket gets: those of runs that start while it is open (from seq 1), and those of a run it
-`resume`s (replayed after `after_seq`, then live). A socket that opens in the middle of a run learns of it from
-`ready.active_run` and sends `resume` to follow it. Each socket gets each seq of a run at most once and in order.
+Which run events a socket gets: every event of a run that starts while it is open (from seq 1). A socket that opens
+in the middle of a run learns of it from `ready.active_run {run_id, last_seq}`; if it sends `resume` within
+`RESUME_GRACE_S` it gets the events after its `after_seq`, otherwise the run's events after `last_seq` follow by
+themselves (held until then, so that a resume can still put the missed ones first). Each socket gets each seq of a
+run at most once, in order.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from chinwag.websocket.runs import RunBuffers
 logger = logging.getLogger(__name__)
 
 SEND_QUEUE_FRAMES = 4096
+RESUME_GRACE_S = 2.0
 REPLAY_BATCH = 32
 CLOSE_TOO_SLOW = 1013
 
@@ -44,6 +47,8 @@ class _Follow:
     last_seq: int
     replaying: bool = False
     held: list[Envelope] = field(default_factory=list)
+    pending: asyncio.TimerHandle | None = None
+    """Set while the socket joined mid-run and may still resume it (nothing of the run was sent yet)."""
 
 
 class Connection:
@@ -101,6 +106,10 @@ class Connection:
             self._on_kick()
 
     def close(self) -> None:
+        for follow in self._runs.values():
+            if follow.pending is not None:
+                follow.pending.cancel()
+                follow.pending = None
         self.closed = True
         self._queue.clear()
         self._ready.set()
@@ -138,6 +147,26 @@ class Connection:
             follow.last_seq = envelope.seq
             self.send(envelope.frame)
 
+    def follows(self, run_id: str) -> bool:
+        return run_id in self._runs
+
+    def await_resume(self, run_id: str, *, last_seq: int, grace_s: float = RESUME_GRACE_S) -> None:
+        """The socket opened while this run was going (`last_seq` told in `ready`): hold its live frames until the
+        client resumes it, or, after `grace_s`, send them from `last_seq + 1` on."""
+        follow = self._follow(run_id, last_seq)
+        follow.replaying = True
+        follow.pending = asyncio.get_running_loop().call_later(grace_s, self._release, run_id)
+
+    def _release(self, run_id: str) -> None:
+        follow = self._runs.get(run_id)
+        if follow is None or follow.pending is None:
+            return
+        follow.pending = None
+        follow.replaying = False
+        held, follow.held = follow.held, []
+        for envelope in held:
+            self.deliver(envelope)
+
     def _follow(self, run_id: str, after_seq: int) -> _Follow:
         # One run per session at a time: positions in older runs are no longer needed.
         if run_id not in self._runs and len(self._runs) >= 4:
@@ -157,6 +186,11 @@ class Connection:
         follow = self._runs.get(run_id)
         if follow is None:
             follow = self._follow(run_id, after_seq)
+        elif follow.pending is not None:
+            # Joined mid-run and nothing of it sent yet: start where the client says.
+            follow.pending.cancel()
+            follow.pending = None
+            follow.last_seq = after_seq
         else:
             # Frames this socket was already sent are not sent again; a client that has more skips ahead.
             follow.last_seq = max(follow.last_seq, after_seq)

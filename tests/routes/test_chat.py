@@ -175,6 +175,21 @@ async def test_the_run_survives_its_socket_and_resumes_without_gap_or_duplicate(
     assert history[1]["status"] == "complete"
 
 
+async def test_a_tab_opened_mid_run_sees_the_rest_of_it_without_resuming(chat: Chat, fake: FakeOpenAI) -> None:
+    words = " ".join(f"w{i}" for i in range(40))
+    fake.script(say(words, delay=0.02))
+    async with connect(chat) as first:
+        await first.send({"type": "message", "content": "talk"})
+        everything = [await first.recv() for _ in range(6)]
+        async with connect(chat) as late:
+            active = late.ready["active_run"]
+            assert active is not None
+            rest = await late.until("assistant_end")
+        everything += await first.until("assistant_end")
+    assert [f["seq"] for f in rest] == list(range(active["last_seq"] + 1, everything[-1]["seq"] + 1))
+    assert rest == everything[active["last_seq"] :]
+
+
 async def test_a_finished_run_can_be_replayed_then_not_after_retention(chat: Chat, fake: FakeOpenAI) -> None:
     fake.script(say("short answer here"))
     async with connect(chat) as sock:

@@ -89,7 +89,15 @@ async def test_a_stalled_socket_is_dropped_without_holding_up_the_others() -> No
         assert kicked == [True]
 
 
-async def test_a_socket_that_joins_mid_run_follows_it_only_after_resume() -> None:
+def deltas(frames: list[str]) -> list[str]:
+    return [f.split('"delta":')[1] for f in frames]
+
+
+def seqs(frames: list[str]) -> list[int]:
+    return [int(f.split('"seq":')[1].split(",")[0]) for f in frames]
+
+
+async def test_a_socket_that_joins_mid_run_without_await_resume_gets_nothing_of_it() -> None:
     bus = InProcessBus()
     manager = ConnectionManager(bus)
     buffers = MemoryRunBuffers()
@@ -105,7 +113,49 @@ async def test_a_socket_that_joins_mid_run_follows_it_only_after_resume() -> Non
         assert sent == 1
         await channel.emit_text("c")
         await settle()
-        assert [f.split('"delta":')[1] for f in late.frames] == ['"b"}', '"c"}']
+        assert deltas(late.frames) == ['"b"}', '"c"}']
+
+
+async def test_a_mid_run_joiner_that_resumes_in_time_gets_everything_after_its_seq_in_order() -> None:
+    bus = InProcessBus()
+    manager = ConnectionManager(bus)
+    buffers = MemoryRunBuffers()
+    await buffers.open("r", "s")
+    channel = RunChannel(run_id="r", session_id="s", buffers=buffers, bus=bus)
+    for word in "abcde":
+        await channel.emit_text(word)
+    sink = Sink()
+    async with connected(manager, "s", sink) as conn:
+        conn.await_resume("r", last_seq=5, grace_s=5)
+        await channel.emit_text("f")  # live, while the client has not resumed yet: held
+        await settle()
+        assert sink.frames == []
+        await conn.resume(buffers, session_id="s", run_id="r", after_seq=2)
+        await channel.emit_text("g")
+        await settle()
+    assert seqs(sink.frames) == [3, 4, 5, 6, 7]
+
+
+async def test_a_mid_run_joiner_that_does_not_resume_follows_from_ready_last_seq() -> None:
+    bus = InProcessBus()
+    manager = ConnectionManager(bus)
+    buffers = MemoryRunBuffers()
+    await buffers.open("r", "s")
+    channel = RunChannel(run_id="r", session_id="s", buffers=buffers, bus=bus)
+    for word in "abc":
+        await channel.emit_text(word)
+    sink = Sink()
+    async with connected(manager, "s", sink) as conn:
+        conn.await_resume("r", last_seq=3, grace_s=0.05)
+        await channel.emit_text("d")
+        await asyncio.sleep(0.1)
+        await channel.emit_text("e")
+        await settle()
+        assert seqs(sink.frames) == [4, 5]
+        # A late resume sends only what this socket has not had.
+        await conn.resume(buffers, session_id="s", run_id="r", after_seq=0)
+        await settle()
+        assert seqs(sink.frames) == [4, 5]
 
 
 async def test_resume_racing_a_live_run_has_no_gap_and_no_duplicate() -> None:
@@ -133,8 +183,7 @@ async def test_resume_racing_a_live_run_has_no_gap_and_no_duplicate() -> None:
             if len(sink.frames) >= 900:
                 break
             await asyncio.sleep(0.01)
-    seqs = [int(f.split('"seq":')[1].split(",")[0]) for f in sink.frames]
-    assert seqs == list(range(101, 1001))
+    assert seqs(sink.frames) == list(range(101, 1001))
     assert not conn.too_slow
 
 
