@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
+
 from chinwag.db.sessions import Executor
-from chinwag.schemas.messages import Message, MessageStatus, Role, SearchHit, ToolCall
+from chinwag.schemas.messages import Message, MessagePage, MessageStatus, Role, SearchHit, ToolCall
 from chinwag.schemas.sessions import TokenUsage
 
 _APPEND = (
@@ -141,17 +143,9 @@ async def add_usage(
     )
 
 
-async def page_messages(
-    db: Executor,
-    *,
-    user_id: uuid.UUID,
-    session_id: uuid.UUID,
-    limit: int,
-    before: int | None = None,
-    after: int | None = None,
-) -> tuple[list[Message], bool] | None:
-    """A page of a session's history, oldest first, and whether more exist in the direction asked; None if the
-    session is not `user_id`'s. `before`/`after` are seqs (excluded); neither: the newest page."""
+async def _fetch_page(
+    db: Executor, *, user_id: uuid.UUID, session_id: uuid.UUID, limit: int, before: int | None, after: int | None
+) -> tuple[list[asyncpg.Record], bool] | None:
     if after is not None:
         rows = await db.fetch(PAGE_AFTER, session_id, user_id, after, limit + 1)
     elif before is not None:
@@ -167,7 +161,43 @@ async def page_messages(
     has_more = len(ordered) > limit
     if has_more:
         ordered = ordered[1:] if after is None else ordered[:limit]
-    return Message.from_records(ordered), has_more
+    return ordered, has_more
+
+
+async def page_messages(
+    db: Executor,
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    limit: int,
+    before: int | None = None,
+    after: int | None = None,
+) -> tuple[list[Message], bool] | None:
+    """A page of a session's history, oldest first, and whether more exist in the direction asked; None if the
+    session is not `user_id`'s. `before`/`after` are seqs (excluded); neither: the newest page."""
+    page = await _fetch_page(db, user_id=user_id, session_id=session_id, limit=limit, before=before, after=after)
+    if page is None:
+        return None
+    rows, has_more = page
+    return Message.from_records(rows), has_more
+
+
+async def page_messages_json(
+    db: Executor,
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    limit: int,
+    before: int | None = None,
+    after: int | None = None,
+) -> bytes | None:
+    """`page_messages`, already encoded as `MessagePage` JSON: the history route's hot path (see
+    `MessagePage.encode_records`)."""
+    page = await _fetch_page(db, user_id=user_id, session_id=session_id, limit=limit, before=before, after=after)
+    if page is None:
+        return None
+    rows, has_more = page
+    return MessagePage.encode_records(rows, has_more=has_more)
 
 
 async def search_messages(db: Executor, *, user_id: uuid.UUID, query: str, limit: int) -> list[SearchHit]:

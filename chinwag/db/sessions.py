@@ -37,14 +37,15 @@ LIST_FIRST = (
     "SELECT id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
     " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
     " FROM sessions WHERE user_id = $1"
-    " ORDER BY pinned DESC, updated_at DESC, id DESC LIMIT $2"
+    " ORDER BY sessions.pinned DESC, sessions.updated_at DESC, sessions.id DESC LIMIT $2"
 )
-# A row comparison on the index's own column order: the scan starts right after the cursor.
+# A row comparison on the index's own column order: the scan starts right after the cursor. Columns are qualified
+# because `id` alone would name the `id::text` output column, whose order is not the index's.
 LIST_AFTER = (
     "SELECT id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
     " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
-    " FROM sessions WHERE user_id = $1 AND (pinned, updated_at, id) < ($2, $3, $4)"
-    " ORDER BY pinned DESC, updated_at DESC, id DESC LIMIT $5"
+    " FROM sessions WHERE user_id = $1 AND (sessions.pinned, sessions.updated_at, sessions.id) < ($2, $3, $4)"
+    " ORDER BY sessions.pinned DESC, sessions.updated_at DESC, sessions.id DESC LIMIT $5"
 )
 # Each column is set only when its flag is true, so one statement serves every PATCH.
 _UPDATE = (

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 import asyncpg
+import orjson
 from pydantic import BaseModel, TypeAdapter
 
 from chinwag.schemas.sessions import TokenUsage
@@ -61,6 +62,14 @@ class MessagePage(BaseModel):
 
     items: list[Message]
     has_more: bool
+
+    @staticmethod
+    def encode_records(rows: Iterable[asyncpg.Record], *, has_more: bool) -> bytes:
+        """The JSON of `MessagePage(items=Message.from_records(rows), has_more=has_more)`, encoded straight from the
+        rows with orjson: about three times cheaper than validating and dumping 50 models, on the busiest REST
+        route. The rows' columns are exactly `Message`'s fields, in order, with JSON columns written through
+        `ToolCall`/`TokenUsage`; tests/db/test_messages.py checks that both encodings agree."""
+        return orjson.dumps({"items": [dict(row) for row in rows], "has_more": has_more}, option=orjson.OPT_UTC_Z)
 
 
 class SearchHit(BaseModel):

@@ -157,6 +157,24 @@ class SessionService:
         items, has_more = page
         return MessagePage(items=items, has_more=has_more)
 
+    async def messages_json(
+        self, *, user_id: str, session_id: str, limit: int = 50, before: int | None = None, after: int | None = None
+    ) -> bytes:
+        """`messages`, already encoded as `MessagePage` JSON (the history route's hot path)."""
+        if before is not None and after is not None:
+            raise BadRequest("pass either before or after, not both")
+        page = await messages_db.page_messages_json(
+            self._db,
+            user_id=parse_id(user_id, what="user"),
+            session_id=parse_id(session_id),
+            limit=limit,
+            before=before,
+            after=after,
+        )
+        if page is None:
+            raise NotFound("session not found")
+        return page
+
     async def search(self, *, user_id: str, query: str, limit: int = 20) -> SearchResults:
         """Full-text search over the user's own messages."""
         hits = await messages_db.search_messages(

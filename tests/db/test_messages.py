@@ -6,11 +6,12 @@ import asyncio
 import uuid
 
 import asyncpg
+import orjson
 import pytest
 
 from chinwag.db import messages as messages_db
 from chinwag.db import sessions as sessions_db
-from chinwag.schemas.messages import ToolCall
+from chinwag.schemas.messages import MessagePage, ToolCall
 from chinwag.schemas.sessions import TokenUsage
 
 
@@ -169,3 +170,44 @@ async def test_search_only_sees_the_users_own_messages(app_pool: asyncpg.Pool) -
     assert [(h.session_id, h.seq) for h in hits] == [(str(alice_session), 1)]
     assert "zebra" in hits[0].snippet
     assert await messages_db.search_messages(app_pool, user_id=alice, query="zoo", limit=10) == []
+
+
+async def test_fast_page_json_matches_the_typed_models(app_pool: asyncpg.Pool) -> None:
+    user_id = await _user(app_pool)
+    session_id = await _session(app_pool, user_id)
+    run_id = uuid.uuid4()
+    await messages_db.append_message(app_pool, session_id=session_id, role="user", content='héllo "quoted" \n ✓')
+    await messages_db.append_message(
+        app_pool,
+        session_id=session_id,
+        role="tool",
+        content="",
+        status="streaming",
+        tool=ToolCall(call_id="c", name="n", arguments='{"a": [1, 2]}'),
+        run_id=run_id,
+        client_id="cid",
+    )
+    await messages_db.append_message(
+        app_pool,
+        session_id=session_id,
+        role="assistant",
+        content="done",
+        status="interrupted",
+        tool=None,
+        usage=TokenUsage(input_tokens=5, output_tokens=0),
+        run_id=run_id,
+    )
+    # a timestamp with zero microseconds is formatted differently by some encoders
+    await app_pool.execute(
+        "UPDATE messages SET created_at = '2026-01-02 03:04:05+00' WHERE session_id = $1 AND seq = 2", session_id
+    )
+    for kw in ({"limit": 50}, {"limit": 2}, {"limit": 2, "before": 3}, {"limit": 1, "after": 1}):
+        typed = await messages_db.page_messages(app_pool, user_id=user_id, session_id=session_id, **kw)
+        fast = await messages_db.page_messages_json(app_pool, user_id=user_id, session_id=session_id, **kw)
+        assert typed is not None
+        assert fast is not None
+        expected = MessagePage(items=typed[0], has_more=typed[1]).model_dump_json().encode()
+        # Timestamps compare as strings here, so their format must agree too (only jsonb key order may differ).
+        assert orjson.loads(fast) == orjson.loads(expected), kw
+    other = await _user(app_pool, "other@example.com")
+    assert await messages_db.page_messages_json(app_pool, user_id=other, session_id=session_id, limit=5) is None
