@@ -68,7 +68,7 @@ async def chat_socket(
         return
     conn = Connection(websocket)
     # Join before looking up the active run: a run that starts from here on reaches this socket from seq 1.
-    manager.join(session.id, conn)
+    await manager.join(session.id, conn)
     try:
         active = await chat.active_run(session_id=session.id)
         ready = Ready(
@@ -80,7 +80,7 @@ async def chat_socket(
             conn.await_resume(active.run_id, last_seq=active.last_seq)
         await _serve(websocket, conn, chat=chat, user=user, session_id=session.id)
     finally:
-        manager.leave(session.id, conn)
+        await manager.leave(session.id, conn)
         conn.close()
     if conn.too_slow:
         with contextlib.suppress(Exception):

@@ -75,7 +75,7 @@ class ChatService:
         session = await self._sessions().get(user_id=user_id, session_id=session_id)
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
         run = ChatRun(self.deps, user_id=user_id, session=session, file_ids=file_ids)
-        run.listen_for_interrupts()
+        await run.listen_for_interrupts()
         sid = uuid.UUID(session.id)
         try:
             async with self.deps.pool.acquire() as conn, conn.transaction():
@@ -88,11 +88,11 @@ class ChatService:
                     conn, run_id=uuid.UUID(record.id), session_id=sid, user_message_id=message.id
                 )
         except runs_db.DuplicateClientId:
-            run.stop_listening()
+            await run.stop_listening()
             logger.info("session %s: client_id seen before: nothing new", session.id)
             return None
         except runs_db.RunSlotTaken:
-            run.stop_listening()
+            await run.stop_listening()
             # The same client_id again while its run still runs: PostgreSQL may report either index; it is a duplicate.
             if client_id is not None and await runs_db.find_by_client_id(
                 self.deps.pool, session_id=sid, client_id=client_id
@@ -100,7 +100,7 @@ class ChatService:
                 return None
             raise Busy("A run is active in this session: interrupt it first.") from None
         except BaseException:
-            run.stop_listening()
+            await run.stop_listening()
             raise
         run.user_message = message
         await self.deps.buffers.open(record.id, session.id)
@@ -109,7 +109,7 @@ class ChatService:
             await run.channel.emit({"type": "user_message", "message": message.model_dump(mode="json")})
             self.supervisor.spawn(run.run(), name=f"run-{record.id}")
         except BaseException:
-            run.stop_listening()
+            await run.stop_listening()
             await self.deps.buffers.end(record.id)
             await runs_db.finish(
                 self.deps.pool,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,7 @@ from chinwag.services.token_aware_session import (
     TokenAwareSession,
     summary_prompt,
 )
-from chinwag.websocket.bus import Envelope
+from chinwag.websocket.bus import Envelope, Unsubscribe
 from chinwag.websocket.events import ErrorCode, FinishReason, SessionUpdated, encode
 from chinwag.websocket.runs import RunChannel
 
@@ -115,19 +115,19 @@ class ChatRun:
         self.interrupted = asyncio.Event()
         self._result: RunResultStreaming | None = None
         self._layer1: TokenAwareSession | None = None
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: Unsubscribe | None = None
         self._overhead_tokens = 0
 
     # --- wiring
 
-    def listen_for_interrupts(self) -> None:
+    async def listen_for_interrupts(self) -> None:
         """Subscribe before the run is visible to others, so that no interrupt can be missed."""
-        self._unsubscribe = self.deps.bus.on_interrupt(self.session.id, self._on_interrupt)
+        self._unsubscribe = await self.deps.bus.on_interrupt(self.session.id, self._on_interrupt)
 
-    def stop_listening(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+    async def stop_listening(self) -> None:
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            await unsubscribe()
 
     def _on_interrupt(self, run_id: str) -> None:
         if run_id == self.run_id and not self.interrupted.is_set():
@@ -144,7 +144,7 @@ class ChatRun:
         try:
             await self._run()
         finally:
-            self.stop_listening()
+            await self.stop_listening()
             await self.deps.buffers.end(self.run_id)
 
     async def _run(self) -> None:

@@ -1,14 +1,15 @@
 """The event bus: how a run's events reach every socket of its session, and interrupts reach the run.
 
 `Bus` is the seam. `InProcessBus` serves one worker: delivery is a synchronous call into each subscriber, in
-publish order. A Redis bus (several workers) implements the same protocol with pub/sub; subscribers must not
-assume synchronous delivery, only per-channel order.
+publish order. A Redis bus (several workers) implements the same protocol with pub/sub: `subscribe` returns once the
+subscription is live (so nothing published after it is missed), and handlers are called in per-session order.
+Subscribers must not assume that delivery happens inside `publish`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -27,7 +28,7 @@ class Envelope:
 
 EventHandler = Callable[[Envelope], None]
 InterruptHandler = Callable[[str], None]
-Unsubscribe = Callable[[], None]
+Unsubscribe = Callable[[], Awaitable[None]]
 H = TypeVar("H")
 
 
@@ -38,16 +39,16 @@ class Bus(Protocol):
         """Deliver to every subscriber of `envelope.session_id`, in publish order."""
         ...
 
-    def subscribe(self, session_id: str, handler: EventHandler) -> Unsubscribe:
-        """Call `handler` for each envelope of the session until the returned function is called."""
+    async def subscribe(self, session_id: str, handler: EventHandler) -> Unsubscribe:
+        """Call `handler` for each envelope of the session published from now on, until `await unsubscribe()`."""
         ...
 
     async def interrupt(self, session_id: str, run_id: str) -> None:
         """Ask the run (wherever it runs) to stop."""
         ...
 
-    def on_interrupt(self, session_id: str, handler: InterruptHandler) -> Unsubscribe:
-        """Call `handler(run_id)` for each interrupt of the session."""
+    async def on_interrupt(self, session_id: str, handler: InterruptHandler) -> Unsubscribe:
+        """Call `handler(run_id)` for each interrupt of the session from now on."""
         ...
 
 
@@ -68,7 +69,7 @@ class InProcessBus:
             except Exception:
                 logger.exception("event handler failed for session %s", envelope.session_id)
 
-    def subscribe(self, session_id: str, handler: EventHandler) -> Unsubscribe:
+    async def subscribe(self, session_id: str, handler: EventHandler) -> Unsubscribe:
         return _add(self._events, session_id, handler)
 
     async def interrupt(self, session_id: str, run_id: str) -> None:
@@ -78,7 +79,7 @@ class InProcessBus:
             except Exception:
                 logger.exception("interrupt handler failed for session %s", session_id)
 
-    def on_interrupt(self, session_id: str, handler: InterruptHandler) -> Unsubscribe:
+    async def on_interrupt(self, session_id: str, handler: InterruptHandler) -> Unsubscribe:
         return _add(self._interrupts, session_id, handler)
 
     def subscriber_count(self, session_id: str) -> int:
@@ -89,7 +90,7 @@ def _add(table: dict[str, list[H]], key: str, handler: H) -> Unsubscribe:
     handlers = table.setdefault(key, [])
     handlers.append(handler)
 
-    def remove() -> None:
+    async def remove() -> None:
         try:
             handlers.remove(handler)
         except ValueError:

@@ -223,22 +223,43 @@ class ConnectionManager:
         self._bus = bus
         self._rooms: dict[str, set[Connection]] = {}
         self._subscriptions: dict[str, Unsubscribe] = {}
+        self._live: dict[str, asyncio.Event] = {}
 
-    def join(self, session_id: str, conn: Connection) -> None:
+    async def join(self, session_id: str, conn: Connection) -> None:
+        """Add the socket to its session's room; returns once events published from now on reach it."""
         room = self._rooms.get(session_id)
-        if room is None:
-            room = self._rooms[session_id] = set()
-            self._subscriptions[session_id] = self._bus.subscribe(session_id, self._fan_out)
-        room.add(conn)
+        if room is not None:
+            room.add(conn)
+            await self._live[session_id].wait()  # the first socket's join may still be subscribing
+            if self._rooms.get(session_id) is not room:
+                raise RuntimeError(f"could not subscribe to the events of session {session_id}")
+            return
+        room = self._rooms[session_id] = {conn}
+        live = self._live[session_id] = asyncio.Event()
+        try:
+            unsubscribe = await self._bus.subscribe(session_id, self._fan_out)
+        except BaseException:
+            self._rooms.pop(session_id, None)
+            self._live.pop(session_id, None)
+            raise
+        finally:
+            live.set()
+        if self._rooms.get(session_id) is room:
+            self._subscriptions[session_id] = unsubscribe
+        else:  # everyone left while it was subscribing
+            await unsubscribe()
 
-    def leave(self, session_id: str, conn: Connection) -> None:
+    async def leave(self, session_id: str, conn: Connection) -> None:
         room = self._rooms.get(session_id)
         if room is None:
             return
         room.discard(conn)
         if not room:
             del self._rooms[session_id]
-            self._subscriptions.pop(session_id)()
+            self._live.pop(session_id, None)
+            unsubscribe = self._subscriptions.pop(session_id, None)
+            if unsubscribe is not None:
+                await unsubscribe()
 
     def room_size(self, session_id: str) -> int:
         return len(self._rooms.get(session_id, ()))

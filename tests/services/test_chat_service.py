@@ -72,9 +72,9 @@ class Harness:
         self.frames: list[dict[str, Any]] = []
         self.session_id = ""
 
-    def watch(self, session_id: str) -> None:
+    async def watch(self, session_id: str) -> None:
         self.session_id = session_id
-        self.bus.subscribe(session_id, self._on)
+        await self.bus.subscribe(session_id, self._on)
 
     def _on(self, envelope: Envelope) -> None:
         self.frames.append(orjson.loads(envelope.frame))
@@ -118,7 +118,7 @@ async def test_a_run_streams_numbered_events_and_persists_before_announcing(
 ) -> None:
     user_id, session_id = session_ids
     h = harness_factory(ScriptedModel([[assistant_message("It is noon.")]]))
-    h.watch(session_id)
+    await h.watch(session_id)
     run_id = await h.chat.start_run(user_id=user_id, session_id=session_id, content="What time is it?", client_id="c1")
     assert run_id is not None
     first = h.frames[0]
@@ -165,7 +165,7 @@ async def test_first_exchange_names_the_session_and_announces_it(
 ) -> None:
     user_id, session_id = session_ids
     h = harness_factory(ScriptedModel([[assistant_message("It is noon.")], [assistant_message("Still noon.")]]))
-    h.watch(session_id)
+    await h.watch(session_id)
     await h.chat.start_run(user_id=user_id, session_id=session_id, content="What time is it?")
     updated = await h.wait_for("session_updated")
     assert updated["session"]["title"] == "Noon in Paris"
@@ -183,7 +183,7 @@ async def test_a_failing_title_never_fails_the_run(
 ) -> None:
     user_id, session_id = session_ids
     h = harness_factory(ScriptedModel([[assistant_message("Hi.")]]), title="fail")
-    h.watch(session_id)
+    await h.watch(session_id)
     await h.chat.start_run(user_id=user_id, session_id=session_id, content="Hello")
     end = await h.wait_for("assistant_end")
     assert end["finish_reason"] == "stop"
@@ -206,7 +206,7 @@ async def test_one_run_per_session_and_client_id_is_idempotent(
         return [assistant_message("done")]
 
     h = harness_factory(ScriptedModel([ModelStep.respond(slow)]))
-    h.watch(session_id)
+    await h.watch(session_id)
     run_id = await h.chat.start_run(user_id=user_id, session_id=session_id, content="one", client_id="same")
     with pytest.raises(Busy):
         await h.chat.start_run(user_id=user_id, session_id=session_id, content="two", client_id="other")
@@ -235,7 +235,7 @@ async def test_interrupt_ends_the_run_within_a_second_and_the_next_message_works
         raise AssertionError("unreachable")
 
     h = harness_factory(ScriptedModel([ModelStep.respond(never), [assistant_message("fresh answer")]]))
-    h.watch(session_id)
+    await h.watch(session_id)
     run_id = await h.chat.start_run(user_id=user_id, session_id=session_id, content="think forever")
     await h.wait_for("assistant_start")
     await asyncio.sleep(0.05)
@@ -262,7 +262,7 @@ async def test_a_model_error_ends_the_run_with_llm_error(
     response = httpx2.Response(429, request=httpx2.Request("POST", "http://model.invalid/v1/chat/completions"))
     error = openai.RateLimitError("slow down", response=response, body=None)
     h = harness_factory(ScriptedModel([error]))
-    h.watch(session_id)
+    await h.watch(session_id)
     run_id = await h.chat.start_run(user_id=user_id, session_id=session_id, content="hello")
     end = await h.wait_for("assistant_end")
     err = next(f for f in h.frames if f["type"] == "error")
@@ -319,7 +319,7 @@ async def test_shutdown_ends_running_runs_as_interrupted(
         raise AssertionError("unreachable")
 
     h = harness_factory(ScriptedModel([ModelStep.respond(never)]))
-    h.watch(session_id)
+    await h.watch(session_id)
     run_id = await h.chat.start_run(user_id=user_id, session_id=session_id, content="hold on")
     await h.wait_for("assistant_start")
     await h.chat.aclose()

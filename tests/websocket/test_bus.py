@@ -8,16 +8,16 @@ async def test_delivers_in_order_to_each_subscriber_of_the_session() -> None:
     a: list[Envelope] = []
     b: list[Envelope] = []
     other: list[Envelope] = []
-    bus.subscribe("s1", a.append)
-    unsubscribe_b = bus.subscribe("s1", b.append)
-    bus.subscribe("s2", other.append)
+    await bus.subscribe("s1", a.append)
+    unsubscribe_b = await bus.subscribe("s1", b.append)
+    await bus.subscribe("s2", other.append)
     for seq in (1, 2, 3):
         await bus.publish(Envelope(session_id="s1", frame=f"f{seq}", run_id="r", seq=seq))
     assert [e.seq for e in a] == [1, 2, 3]
     assert a == b
     assert other == []
-    unsubscribe_b()
-    unsubscribe_b()
+    await unsubscribe_b()
+    await unsubscribe_b()
     await bus.publish(Envelope(session_id="s1", frame="f4"))
     assert len(a) == 4
     assert len(b) == 3
@@ -30,8 +30,8 @@ async def test_a_failing_handler_does_not_stop_the_others() -> None:
     def broken(envelope: Envelope) -> None:
         raise RuntimeError("boom")
 
-    bus.subscribe("s", broken)
-    bus.subscribe("s", lambda e: got.append(e.frame))
+    await bus.subscribe("s", broken)
+    await bus.subscribe("s", lambda e: got.append(e.frame))
     await bus.publish(Envelope(session_id="s", frame="x"))
     assert got == ["x"]
 
@@ -39,11 +39,11 @@ async def test_a_failing_handler_does_not_stop_the_others() -> None:
 async def test_interrupts_reach_the_session_only_and_unsubscribe_cleans_up() -> None:
     bus = InProcessBus()
     got: list[str] = []
-    off = bus.on_interrupt("s1", got.append)
+    off = await bus.on_interrupt("s1", got.append)
     await bus.interrupt("s2", "r2")
     await bus.interrupt("s1", "r1")
     assert got == ["r1"]
-    off()
+    await off()
     assert bus.subscriber_count("s1") == 0
     await bus.interrupt("s1", "r1")
     assert got == ["r1"]

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from chinwag.websocket.bus import Envelope, InProcessBus
+from chinwag.websocket.bus import Envelope, InProcessBus, Unsubscribe
 from chinwag.websocket.manager import Connection, ConnectionManager, ResumeUnavailable
 from chinwag.websocket.runs import MemoryRunBuffers, RunChannel
 
@@ -32,12 +33,12 @@ class Sink:
 @contextlib.asynccontextmanager
 async def connected(manager: ConnectionManager, session_id: str, sink: Sink, **kw: int) -> AsyncIterator[Connection]:
     conn = Connection(sink, **kw)
-    manager.join(session_id, conn)
+    await manager.join(session_id, conn)
     task = asyncio.create_task(conn.run_sender())
     try:
         yield conn
     finally:
-        manager.leave(session_id, conn)
+        await manager.leave(session_id, conn)
         conn.close()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -197,3 +198,33 @@ async def test_resume_of_an_unknown_or_foreign_run_is_unavailable() -> None:
             await conn.resume(buffers, session_id="other", run_id="r", after_seq=0)
         with pytest.raises(ResumeUnavailable):
             await conn.resume(buffers, session_id="other", run_id="missing", after_seq=0)
+
+
+class SlowBus(InProcessBus):
+    """Subscribing takes a while, as it does over the network."""
+
+    async def subscribe(self, session_id: str, handler: Callable[[Envelope], None]) -> Unsubscribe:
+        await asyncio.sleep(0.02)
+        return await super().subscribe(session_id, handler)
+
+
+async def test_joins_return_once_the_room_hears_events_and_the_last_leave_unsubscribes() -> None:
+    bus = SlowBus()
+    manager = ConnectionManager(bus)
+    a, b = Connection(Sink()), Connection(Sink())
+    await asyncio.gather(manager.join("s", a), manager.join("s", b))
+    assert bus.subscriber_count("s") == 1
+    await bus.publish(Envelope(session_id="s", frame="x"))
+    assert a._queue == b._queue == collections.deque(["x"])
+    await manager.leave("s", a)
+    assert bus.subscriber_count("s") == 1
+    await manager.leave("s", b)
+    assert bus.subscriber_count("s") == 0
+    # Everyone gone while the first join still subscribes: the subscription is dropped.
+    c = Connection(Sink())
+    joining = asyncio.create_task(manager.join("s", c))
+    await asyncio.sleep(0)
+    await manager.leave("s", c)
+    await joining
+    assert bus.subscriber_count("s") == 0
+    assert manager.room_size("s") == 0

@@ -29,7 +29,7 @@ async def test_channel_numbers_events_and_buffers_before_publishing() -> None:
         # The frame is already readable from the buffer when it is published.
         seen_in_buffer.append(len(buffers._runs["r1"].frames))
 
-    bus.subscribe("s1", on_event)
+    await bus.subscribe("s1", on_event)
     await buffers.open("r1", "s1")
     channel = RunChannel(run_id="r1", session_id="s1", buffers=buffers, bus=bus)
     assert await channel.emit({"type": "assistant_start", "message_id": "m"}) == 1
