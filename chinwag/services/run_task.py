@@ -117,6 +117,9 @@ class ChatRun:
         self._layer1: TokenAwareSession | None = None
         self._unsubscribe: Unsubscribe | None = None
         self._overhead_tokens = 0
+        self._task: asyncio.Task[Any] | None = None
+        self._setting_up = False
+        self._interrupt_cancelled = False
 
     # --- wiring
 
@@ -135,12 +138,17 @@ class ChatRun:
             self.interrupted.set()
             if self._result is not None:
                 self._result.cancel("immediate")
+            elif self._setting_up and self._task is not None:
+                # Still gathering tools (an MCP server may keep it waiting): stop that now.
+                self._interrupt_cancelled = True
+                self._task.cancel()
 
     # --- the task
 
     async def run(self) -> None:
         assert self.channel is not None
         assert self.user_message is not None
+        self._task = asyncio.current_task()
         try:
             await self._run()
         finally:
@@ -161,7 +169,10 @@ class ChatRun:
             if not self.interrupted.is_set():
                 await self._stream(sessions)
         except asyncio.CancelledError:
-            cancelled = True  # the server is shutting down: end the run like an interrupt, then stop
+            if self._interrupt_cancelled and self._task is not None and self._task.uncancel() == 0:
+                pass  # an interrupt during set-up: end the run as interrupted
+            else:
+                cancelled = True  # the server is shutting down: end the run like an interrupt, then stop
         except MaxTurnsExceeded:
             finish = "max_turns"
         except Exception as exc:
@@ -171,6 +182,7 @@ class ChatRun:
                 logger.exception("run %s failed", self.run_id)
             else:
                 logger.warning("run %s: model error: %s", self.run_id, exc)
+        self._setting_up = False
         if cancelled or self.interrupted.is_set():
             finish, error = "interrupted", None
         try:
@@ -204,6 +216,7 @@ class ChatRun:
             counter=self.deps.llm.counter,
         )
         acquire = self.deps.mcp.acquire if self.deps.mcp is not None else no_mcp
+        self._setting_up = True
         async with acquire(self.session.mcp_servers) as tools, self.deps.llm.run_provider() as provider:
             agent = build_agent(settings=settings, session=self.session, files=files, tools=tools)
             self._overhead_tokens = overhead_tokens(agent, self.deps.llm.counter)
@@ -217,6 +230,7 @@ class ChatRun:
                 run_config=RunConfig(model_provider=provider, tracing_disabled=True),
             )
             self._result = result
+            self._setting_up = False
             if self.interrupted.is_set():
                 result.cancel("immediate")
             try:

@@ -270,6 +270,31 @@ async def test_interrupt_mid_text_keeps_what_was_streamed_and_the_next_message_w
     assert any(m.get("role") == "assistant" and str(m.get("content", "")).startswith("t0 t1") for m in messages)
 
 
+async def test_interrupt_before_the_first_token_ends_the_run_at_once(chat: Chat, fake: FakeOpenAI) -> None:
+    fake.script(say("too late", stall_before=30), say("Here now."))
+    async with connect(chat) as sock:
+        await sock.send({"type": "message", "content": "hello?"})
+        await sock.until("assistant_start")
+        await fake.wait_for_requests(1)
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        await sock.send({"type": "interrupt"})
+        frames = await sock.until("assistant_end", timeout=5)
+        assert loop.time() - asked < 1.0
+        assert frames[-1]["finish_reason"] == "interrupted"
+        assert text_of(frames) == ""
+        await sock.send({"type": "message", "content": "again"})
+        again = await sock.until("assistant_end")
+        assert text_of(again) == "Here now."
+    history = await chat.history()
+    assert [(m["role"], m["status"]) for m in history] == [
+        ("user", "complete"),
+        ("assistant", "interrupted"),
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
+
+
 async def test_interrupt_without_a_run_is_not_found(chat: Chat) -> None:
     async with connect(chat) as sock:
         await sock.send({"type": "interrupt"})

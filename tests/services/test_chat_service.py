@@ -20,7 +20,7 @@ from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_messag
 
 from chinwag.config import Settings
 from chinwag.errors import BadRequest, Busy, NotFound
-from chinwag.services.agent_builder import RunDeps, clean_title
+from chinwag.services.agent_builder import McpSource, McpToolsLike, RunDeps, clean_title
 from chinwag.services.chat_service import ChatService
 from chinwag.services.run_events import classify_error
 from chinwag.websocket.bus import Envelope, InProcessBus
@@ -61,12 +61,14 @@ class ScriptedLlm:
 
 
 class Harness:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, model: ScriptedModel, **llm: Any) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, model: ScriptedModel, mcp: McpSource | None = None, **llm: Any
+    ) -> None:
         self.bus = InProcessBus()
         self.buffers = MemoryRunBuffers()
         self.llm = ScriptedLlm(model, **llm)
         self.chat = ChatService(
-            RunDeps(pool=pool, settings=settings, bus=self.bus, buffers=self.buffers, llm=self.llm),
+            RunDeps(pool=pool, settings=settings, bus=self.bus, buffers=self.buffers, llm=self.llm, mcp=mcp),
             supervisor=TaskSupervisor(),
         )
         self.frames: list[dict[str, Any]] = []
@@ -95,8 +97,8 @@ async def session_ids(db: asyncpg.Connection) -> tuple[str, str]:
 async def harness_factory(app_pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(model: ScriptedModel, **llm: Any) -> Harness:
-        h = Harness(app_pool, settings, model, **llm)
+    def make(model: ScriptedModel, mcp: McpSource | None = None, **llm: Any) -> Harness:
+        h = Harness(app_pool, settings, model, mcp, **llm)
         made.append(h)
         return h
 
@@ -253,6 +255,50 @@ async def test_interrupt_ends_the_run_within_a_second_and_the_next_message_works
     second = await h.wait_for("assistant_end", 2)
     assert second["finish_reason"] == "stop"
     assert "try again" in str(h.llm.model.last_call.input if h.llm.model.last_call else "")
+
+
+class BusyMcp:
+    """An MCP pool whose servers are all taken: acquiring waits (until the run is interrupted)."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+        self.released = False
+
+    @contextlib.asynccontextmanager
+    async def acquire(self, names: list[str] | None) -> AsyncIterator[McpToolsLike]:
+        self.waiting.set()
+        try:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+            yield
+        finally:
+            self.released = True
+
+
+async def test_interrupt_while_waiting_for_tools_ends_the_run_at_once(
+    harness_factory: Callable[..., Harness], session_ids: tuple[str, str], db: asyncpg.Connection
+) -> None:
+    user_id, session_id = session_ids
+    mcp = BusyMcp()
+    h = harness_factory(ScriptedModel([[assistant_message("after")]]), mcp=mcp)
+    await h.watch(session_id)
+    await h.chat.start_run(user_id=user_id, session_id=session_id, content="use the tools")
+    async with asyncio.timeout(5):
+        await mcp.waiting.wait()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await h.chat.interrupt(session_id=session_id)
+    end = await h.wait_for("assistant_end", timeout=1.0)
+    assert loop.time() - started < 1.0
+    assert end["finish_reason"] == "interrupted"
+    assert mcp.released
+    assert h.llm.model.calls == ()
+    for _ in range(100):  # the run task ends (not cancelled by the interrupt: it finished the run)
+        if len(h.chat.supervisor) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert len(h.chat.supervisor) == 0
+    assert (await history(db, session_id))[1]["status"] == "interrupted"
 
 
 async def test_a_model_error_ends_the_run_with_llm_error(
