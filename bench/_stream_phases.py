@@ -186,6 +186,13 @@ class StepResult:
     cpu_share: dict[str, float]
     timer_late_ms: list[float] = field(default_factory=list)  # how late a 10 ms timer fired in this process
     steady_lags_ms: list[float] = field(default_factory=list)  # lags while no run started or ended
+    server_cpu_s: float = 0.0
+    deltas: int = 0
+
+    @property
+    def us_per_delta(self) -> float:
+        """Server CPU per delivered delta at this pace (each token its own read, parse and send: no batching)."""
+        return self.server_cpu_s / self.deltas * 1e6 if self.deltas else float("nan")
 
     @property
     def steady_p99(self) -> float:
@@ -248,6 +255,8 @@ async def concurrent_step(
         cpu_share={name: watch.share(name) for name in watch.processes},
         timer_late_ms=late,
         steady_lags_ms=steady,
+        server_cpu_s=watch.used["server"],
+        deltas=sum(r.deltas for r in results),
     )
 
 
