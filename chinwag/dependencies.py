@@ -58,8 +58,12 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
 async def get_session_service(conn: HTTPConnection) -> SessionService:
+    state = conn.app.state
     return SessionService(
-        conn.app.state.pool, conn.app.state.settings, files=FileStore.from_settings(conn.app.state.settings)
+        state.pool,
+        state.settings,
+        files=FileStore.from_settings(state.settings),
+        window=state.llm.catalog.context_window,
     )
 
 

@@ -5,30 +5,24 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from chinwag import __version__
-from chinwag.dependencies import AppSettings
-from chinwag.schemas.config import Limits, ModelInfo, ServerConfig
+from chinwag.dependencies import AppSettings, Catalog, Mcp
+from chinwag.schemas.config import Limits, McpServerInfo, ModelInfo, ServerConfig
 from chinwag.services.file_extract import ALLOWED_TYPES
-from chinwag.services.session_service import context_windows
 
 router = APIRouter(prefix="/config", tags=["config"])
 
-# What uploads may be, by name ("PDF", "Markdown", ...): types are judged by content, see file_extract.
-UPLOAD_FILE_TYPES: list[str] = ALLOWED_TYPES
-
 
 @router.get("")
-async def get_config(settings: AppSettings) -> ServerConfig:
-    """Version, models (with context windows), limits, MCP servers and the registration mode."""
-    window = context_windows(settings)
-    default = settings.resolved_default_model
+async def get_config(settings: AppSettings, catalog: Catalog, mcp: Mcp) -> ServerConfig:
+    """Version, models (with context windows), limits, MCP servers (with their state and tools), registration."""
     return ServerConfig(
         version=__version__,
-        models=[ModelInfo(id=m.id, context_window=window(m.id), default=m.id == default) for m in settings.models],
+        models=[ModelInfo(id=m.id, context_window=m.context_window, default=m.default) for m in catalog.models()],
         limits=Limits(
             max_upload_bytes=settings.max_upload_bytes,
             max_message_chars=settings.max_message_chars,
-            file_types=UPLOAD_FILE_TYPES,
+            file_types=list(ALLOWED_TYPES),
         ),
-        mcp_servers=[],
+        mcp_servers=[McpServerInfo(name=s.name, status=s.status, tools=list(s.tools)) for s in mcp.status()],
         registration=settings.registration,
     )

@@ -12,11 +12,12 @@ import logging
 import uuid
 from typing import Protocol
 
-from chinwag.config import DEFAULT_CONTEXT_WINDOW, Settings
+from chinwag.config import Settings
 from chinwag.db import messages as messages_db
 from chinwag.db import sessions as sessions_db
 from chinwag.db.sessions import ContextWindow, Executor
 from chinwag.errors import BadRequest, NotFound
+from chinwag.llm.catalog import ModelCatalog
 from chinwag.schemas.messages import Message, MessagePage, MessageStatus, Role, SearchResults, ToolCall
 from chinwag.schemas.sessions import Session, SessionPage, SessionUpdate, TokenUsage
 from chinwag.services.message_utils import SessionCursor, parse_id
@@ -31,13 +32,8 @@ class SessionFilesRemover(Protocol):
 
 
 def context_windows(settings: Settings) -> ContextWindow:
-    """Model id -> its context window: the `id:window` of CHINWAG_MODELS, else the default window."""
-    windows = {m.id: m.context_window or DEFAULT_CONTEXT_WINDOW for m in settings.models}
-
-    def window(model: str) -> int:
-        return windows.get(model, DEFAULT_CONTEXT_WINDOW)
-
-    return window
+    """Model id -> its context window, as the model catalog knows it (configured, known, else the default)."""
+    return ModelCatalog(settings).context_window
 
 
 class SessionService:
@@ -54,7 +50,8 @@ class SessionService:
         self._db = db
         self._settings = settings
         self._files = files
-        self._window = window or context_windows(settings)
+        # The app passes its one catalog's lookup; building a catalog here is for callers outside a request.
+        self._window = window or ModelCatalog(settings).context_window
 
     def _check_model(self, model: str) -> str:
         if model not in self._settings.model_ids:

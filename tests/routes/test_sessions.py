@@ -11,6 +11,7 @@ import pytest
 
 from chinwag.config import DEFAULT_CONTEXT_WINDOW, DEFAULT_MODEL
 from chinwag.db.messages import append_message
+from chinwag.llm.catalog import known_context_window
 from tests.conftest import ServerFactory, TestUser, UserFactory
 
 SESSION_KEYS = {
@@ -46,7 +47,7 @@ async def test_create_with_defaults(client: httpx.AsyncClient, alice: TestUser) 
     assert session["pinned"] is False
     assert session["message_count"] == 0
     assert session["usage"] == {"input_tokens": 0, "output_tokens": 0}
-    assert session["context"] == {"tokens": 0, "limit": DEFAULT_CONTEXT_WINDOW}
+    assert session["context"] == {"tokens": 0, "limit": known_context_window(DEFAULT_MODEL) or DEFAULT_CONTEXT_WINDOW}
     assert session["active_run_id"] is None
     assert session["created_at"].endswith(("Z", "+00:00"))
     fetched = await client.get(f"/sessions/{session['id']}", headers=alice.headers)
@@ -62,7 +63,7 @@ async def test_create_with_every_field_and_model_windows(
     async with httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=10) as client:
         default = await _create(client, user)
         assert default["model"] == "large"
-        assert default["context"]["limit"] == DEFAULT_CONTEXT_WINDOW
+        assert default["context"]["limit"] == (known_context_window("large") or DEFAULT_CONTEXT_WINDOW)
         session = await _create(
             client, user, title="Plans", model="small", instructions="Answer in French.", mcp_servers=["time"]
         )
