@@ -372,13 +372,15 @@ async def throughput(
     finally:
         await conn.close()
     server0, client0, machine0 = server.cpu_seconds(), time.process_time(), _machine_busy_seconds()
-    db0 = sum(_proc_cpu_seconds(pid) for pid in backends)
+    db0 = {pid: _proc_cpu_seconds(pid) for pid in backends}
     t0 = time.perf_counter()
     stop = t0 + seconds
     done = sum(await asyncio.gather(*(worker(c, i) for i, c in enumerate(clients))))
     elapsed = time.perf_counter() - t0
     server_cpu, client_cpu = server.cpu_seconds() - server0, time.process_time() - client0
-    db_cpu = sum(_proc_cpu_seconds(pid) for pid in backends) - db0
+    # Only backends alive throughout count (one that exited meanwhile, such as a closed admin connection, reads 0).
+    db1 = {pid: _proc_cpu_seconds(pid) for pid in backends}
+    db_cpu = sum(db1[pid] - db0[pid] for pid in backends if db1[pid] >= db0[pid] > 0)
     other = _machine_busy_seconds() - machine0 - server_cpu - client_cpu - db_cpu
     for c in clients:
         await c.close()
