@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     access_token_ttl_s: int = Field(default=15 * 60, gt=0)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, gt=0)
     login_attempts_per_minute: int = Field(default=10, gt=0)
+    chat_messages_per_minute: int = Field(default=0, ge=0)
+    """Chat messages one user may send per minute, over all their sessions; 0: no limit."""
     # Argon2id cost: the defaults are argon2-cffi's (RFC 9106 low-memory profile); tests lower them.
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=65536, ge=1024, le=4 * 1024 * 1024)

@@ -48,7 +48,13 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.llm = await stack.enter_async_context(LlmClients.open(settings))
             # Runs stop (recorded as interrupted) before the pool, MCP servers and model clients close.
             app.state.chat = await stack.enter_async_context(
-                ChatService.open(pool=app.state.pool, settings=settings, llm=app.state.llm, mcp=app.state.mcp)
+                ChatService.open(
+                    pool=app.state.pool,
+                    settings=settings,
+                    llm=app.state.llm,
+                    mcp=app.state.mcp,
+                    limiter=app.state.rate_limiter,
+                )
             )
             app.state.connections = ConnectionManager(app.state.chat.deps.bus)
             # Objects made during start-up live as long as the process: keep them out of full collections.

@@ -16,10 +16,12 @@ import asyncpg
 
 from chinwag.config import Settings
 from chinwag.db import runs as runs_db
-from chinwag.errors import Busy, NotFound
+from chinwag.errors import Busy, NotFound, RateLimited
+from chinwag.schemas.sessions import Session
 from chinwag.services.agent_builder import LlmSource, McpSource, RunDeps
 from chinwag.services.file_context import check_file_ids
 from chinwag.services.postgres_session import PostgresSession
+from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
 from chinwag.services.run_task import ChatRun
 from chinwag.services.session_service import SessionService
 from chinwag.services.token_aware_session import INTERRUPTED_OUTPUT
@@ -38,19 +40,26 @@ class ActiveRunInfo:
 class ChatService:
     """Starts and stops runs; one per app, made by the lifespan."""
 
-    def __init__(self, deps: RunDeps, *, supervisor: TaskSupervisor) -> None:
+    def __init__(self, deps: RunDeps, *, supervisor: TaskSupervisor, limiter: RateLimiter | None = None) -> None:
         self.deps = deps
         self.supervisor = supervisor
+        self.limiter = limiter
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, *, pool: asyncpg.Pool, settings: Settings, llm: LlmSource, mcp: McpSource | None
+        cls,
+        *,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        llm: LlmSource,
+        mcp: McpSource | None,
+        limiter: RateLimiter | None = None,
     ) -> AsyncIterator[ChatService]:
         """For the lifespan: the in-process bus and run buffers (one worker), recovery of what a dead process left,
         and at the end every run stopped and recorded as interrupted before the pool closes."""
         deps = RunDeps(pool=pool, settings=settings, bus=InProcessBus(), buffers=MemoryRunBuffers(), llm=llm, mcp=mcp)
-        chat = cls(deps, supervisor=TaskSupervisor())
+        chat = cls(deps, supervisor=TaskSupervisor(), limiter=limiter)
         await chat.recover()
         try:
             yield chat
@@ -74,6 +83,37 @@ class ChatService:
         `BadRequest` for unknown `file_ids`. The caller has checked the content."""
         session = await self._sessions().get(user_id=user_id, session_id=session_id)
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
+        rate_key = await self._count_message(user_id)
+        try:
+            run_id = await self._start(
+                session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids
+            )
+        except BaseException:
+            await self._uncount(rate_key)  # refused (busy, say): it does not count
+            raise
+        if run_id is None:
+            await self._uncount(rate_key)  # a duplicate is not a new message
+        return run_id
+
+    async def _uncount(self, key: str | None) -> None:
+        if key is not None and self.limiter is not None:
+            await self.limiter.release(key)
+
+    async def _count_message(self, user_id: str) -> str | None:
+        """One more message of this user in the rate limit (`RateLimited` past it); returns the key counted."""
+        per_minute = self.deps.settings.chat_messages_per_minute
+        if self.limiter is None or per_minute <= 0:
+            return None
+        key = f"chat:{user_id}"
+        wait = await self.limiter.acquire(key, limit=per_minute, window_s=60.0)
+        if wait > 0:
+            seconds = retry_after_seconds(wait)
+            raise RateLimited(f"Too many messages: try again in {seconds} s.", retry_after=seconds)
+        return key
+
+    async def _start(
+        self, session: Session, *, user_id: str, content: str, client_id: str | None, file_ids: Sequence[str]
+    ) -> str | None:
         run = ChatRun(self.deps, user_id=user_id, session=session, file_ids=file_ids)
         await run.listen_for_interrupts()
         sid = uuid.UUID(session.id)

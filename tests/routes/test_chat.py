@@ -451,3 +451,24 @@ async def test_a_message_with_file_ids_gives_the_model_those_files(chat: Chat, f
     assert "notes.txt" in str(system["content"])
     tools = {t["function"]["name"] for t in fake.requests[0].body.get("tools", [])}
     assert {"list_files", "read_file", "search_files"} <= tools
+
+
+async def test_messages_past_the_per_user_limit_are_rate_limited(
+    fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory
+) -> None:
+    server = await server_factory(openai_base_url=fake.base_url, chat_messages_per_minute=2)
+    user = await user_factory(server)
+    chat = Chat.on(server, user, await new_session(server, user))
+    fake.script(say("one"), say("two"), say("three"))
+    async with connect(chat) as sock:
+        await sock.send({"type": "message", "content": "first", "client_id": "a"})
+        await sock.until("assistant_end")
+        await sock.send({"type": "message", "content": "first", "client_id": "a"})  # a duplicate does not count
+        await sock.send({"type": "message", "content": "second"})
+        await sock.until("assistant_end")
+        await sock.send({"type": "message", "content": "third"})
+        limited = await sock.recv()
+        assert (limited["type"], limited["code"], limited["retryable"]) == ("error", "rate_limited", True)
+        assert "try again in" in limited["message"]
+        await sock.ping()
+    assert [m["content"] for m in await chat.history() if m["role"] == "user"] == ["first", "second"]
