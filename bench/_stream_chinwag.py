@@ -113,10 +113,5 @@ async def sign_in(server: Child) -> ChinwagApi:
         return ChinwagApi(server=server, token=str(response.json()["access_token"]))
 
 
-async def xact_commits(conn: asyncpg.Connection, database: str) -> int:
-    value = await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", database)
-    return int(value or 0)
-
-
 def database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/")

@@ -183,7 +183,3 @@ class CpuWatch:
     def share(self, name: str) -> float:
         """Share of one core used by `name` over the watch (1.0 = a whole core)."""
         return self.used[name] / self.wall if self.wall > 0 else float("nan")
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000

@@ -314,7 +314,7 @@ def table(r: Results, opts: Options) -> str:
                 _ms(r.lat.first_token_ms),
                 f"relay {_ms(relay_first)}",
                 "p99 < 1 ms",
-                _verdict(first_p99 < 1.0, ""),
+                _verdict(first_p99 < 1.0, f"{r.lat.incomplete} incomplete" if r.lat.incomplete else ""),
             )
         )
         rows.append(
