@@ -134,7 +134,7 @@ async def _handle(text: str, conn: Connection, *, chat: ChatService, user: User,
     try:
         frame = parse_client_frame(text)
         if isinstance(frame, MessageFrame):
-            check_content(frame.content, max_chars=chat.deps.settings.max_message_chars)
+            check_content(frame.content, max_chars=chat.settings.max_message_chars)
             await chat.start_run(
                 user_id=user.id,
                 session_id=session_id,
@@ -146,9 +146,7 @@ async def _handle(text: str, conn: Connection, *, chat: ChatService, user: User,
             await chat.interrupt(session_id=session_id)
         elif isinstance(frame, ResumeFrame):
             try:
-                await conn.resume(
-                    chat.deps.buffers, session_id=session_id, run_id=frame.run_id, after_seq=frame.after_seq
-                )
+                await conn.resume(chat.buffers, session_id=session_id, run_id=frame.run_id, after_seq=frame.after_seq)
             except ResumeUnavailable:
                 conn.send(
                     error_frame(

@@ -26,7 +26,7 @@ from chinwag.services.run_task import ChatRun
 from chinwag.services.session_service import SessionService
 from chinwag.services.token_aware_session import INTERRUPTED_OUTPUT
 from chinwag.websocket.bus import InProcessBus
-from chinwag.websocket.runs import MemoryRunBuffers, RunChannel, TaskSupervisor
+from chinwag.websocket.runs import MemoryRunBuffers, RunBuffers, RunChannel, TaskSupervisor
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,15 @@ class ChatService:
             yield chat
         finally:
             await chat.aclose()
+
+    @property
+    def buffers(self) -> RunBuffers:
+        """Where sockets replay a run's events from (`resume`)."""
+        return self.deps.buffers
+
+    @property
+    def settings(self) -> Settings:
+        return self.deps.settings
 
     def _sessions(self) -> SessionService:
         return SessionService(self.deps.pool, self.deps.settings)
