@@ -220,6 +220,8 @@ class ChatRun:
         async with acquire(self.session.mcp_servers) as tools, self.deps.llm.run_provider() as provider:
             agent = build_agent(settings=settings, session=self.session, files=files, tools=tools)
             self._overhead_tokens = overhead_tokens(agent, self.deps.llm.counter)
+            # Instructions (file context included) and tool schemas share the window with the history.
+            layer1.overhead_tokens = self._overhead_tokens
             if self.interrupted.is_set():
                 return
             result = Runner.run_streamed(

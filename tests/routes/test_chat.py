@@ -15,6 +15,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from chinwag.llm.tokens import TiktokenCounter
+from chinwag.services.token_aware_session import default_reserve
 from tests.conftest import ServerFactory, UserFactory
 from tests.fakes.openai_script import fail, say
 from tests.fakes.openai_server import FakeOpenAI
@@ -293,6 +295,9 @@ async def test_interrupt_before_the_first_token_ends_the_run_at_once(chat: Chat,
         ("user", "complete"),
         ("assistant", "complete"),
     ]
+    # The model still learns what was asked before the interrupt, once.
+    said = [m.get("content") for m in fake.requests[-1].body["messages"] if m["role"] == "user"]
+    assert said == ["hello?", "again"]
 
 
 async def test_interrupt_without_a_run_is_not_found(chat: Chat) -> None:
@@ -472,3 +477,25 @@ async def test_messages_past_the_per_user_limit_are_rate_limited(
         assert "try again in" in limited["message"]
         await sock.ping()
     assert [m["content"] for m in await chat.history() if m["role"] == "user"] == ["first", "second"]
+
+
+async def test_the_history_sent_leaves_room_for_instructions_and_the_answer(
+    server_factory: ServerFactory, user_factory: UserFactory
+) -> None:
+    window = 2000
+    async with FakeOpenAI.start(default=say("ok")) as model:
+        server = await server_factory(openai_base_url=model.base_url, models=f"tiny:{window}")
+        user = await user_factory(server)
+        instructions = "Remember this rule. " * 150  # about 600 tokens, sent on every turn
+        chat = Chat.on(server, user, await new_session(server, user, instructions=instructions))
+        async with connect(chat) as sock:
+            for i in range(6):
+                await sock.send({"type": "message", "content": f"question {i}: " + "lorem ipsum " * 150})
+                await sock.until("assistant_end")
+        counter = TiktokenCounter()
+        turns = [r for r in model.requests if r.body.get("stream") and "Remember this rule" in str(r.body)]
+        assert len(turns) == 6
+        last = turns[-1].body["messages"]
+        sent = sum(counter.count_text(str(m.get("content") or "")) for m in last)
+        assert sent <= window - default_reserve(window), f"{sent} tokens sent to a {window}-token window"
+        assert last[-1]["content"].startswith("question 5"), "the new message is always sent"
