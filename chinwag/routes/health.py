@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from chinwag.dependencies import Pool
+from chinwag.dependencies import Mcp, Pool
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -20,9 +20,15 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/ready", response_model=None)
-async def ready(pool: Pool) -> JSONResponse:
-    """The database answers; 503 while it does not."""
-    body: dict[str, Any] = {"status": "ok", "database": "ok"}
+async def ready(pool: Pool, mcp: Mcp) -> JSONResponse:
+    """The database answers (503 while it does not); each MCP server's state, which never makes the server unready."""
+    body: dict[str, Any] = {
+        "status": "ok",
+        "database": "ok",
+        "mcp_servers": [
+            {"name": s.name, "status": s.status, "tools": list(s.tools), "error": s.error} for s in mcp.status()
+        ],
+    }
     try:
         async with asyncio.timeout(2):
             await pool.fetchval("SELECT 1")

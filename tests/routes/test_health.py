@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 
+from chinwag.mcp import McpPool
 from tests.conftest import ServerFactory
+from tests.mcp.support import fake_stdio
 
 
 async def test_live_and_ready(root_client: httpx.AsyncClient) -> None:
@@ -95,3 +99,24 @@ async def test_ready_is_503_while_the_database_is_unreachable_and_recovers(
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("ready did not recover after the database came back")
+
+
+async def test_ready_lists_mcp_servers_and_a_failed_one_keeps_it_ready(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "mcp.json"
+    broken = {"command": str(tmp_path / "no-such-server"), "pool_size": 1}
+    path.write_text(json.dumps({"mcpServers": {"fake": fake_stdio(pool_size=1), "broken": broken}}))
+    server = await server_factory(mcp_config=path)
+    pool = server.app.state.mcp
+    assert isinstance(pool, McpPool)
+    await pool.wait_started()
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        answer = await http.get("/health/ready")
+    assert answer.status_code == 200
+    servers = {s["name"]: s for s in answer.json()["mcp_servers"]}
+    assert servers["fake"]["status"] == "ready"
+    assert "echo" in servers["fake"]["tools"]
+    assert servers["broken"]["status"] in ("failed", "restarting")
+    assert servers["broken"]["tools"] == []
+    assert servers["broken"]["error"]
