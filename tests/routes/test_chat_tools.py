@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import ServerFactory, UserFactory
@@ -144,3 +145,56 @@ async def test_a_run_past_max_turns_ends_with_max_turns(
     # The second run's model call saw the first run's call with its output.
     assert tool_pairs_are_complete(fake.requests[-1].body["messages"])
     assert any(m.get("role") == "tool" for m in fake.requests[-1].body["messages"])
+
+
+async def test_a_tool_server_crashing_mid_call_fails_the_call_and_the_next_run_gets_a_fresh_one(
+    chat: Chat, fake: FakeOpenAI
+) -> None:
+    fake.script(
+        call("whoami", {}),
+        say("Noted."),
+        call("crash", {}),
+        say("It crashed."),
+        call("whoami", {}),
+        say("Back."),
+    )
+    async with connect(chat) as sock:
+        await sock.send({"type": "message", "content": "who are you?"})
+        first = await sock.until("assistant_end", timeout=30)
+        await sock.send({"type": "message", "content": "crash please"})
+        crashed = await sock.until("assistant_end", timeout=30)
+        await sock.send({"type": "message", "content": "who are you now?"})
+        after = await sock.until("assistant_end", timeout=30)
+    pid_before = next(f for f in first if f["type"] == "tool_done")["output"]
+    done = next(f for f in crashed if f["type"] == "tool_done")
+    assert done["ok"] is False
+    assert done["output"]
+    assert crashed[-1]["finish_reason"] == "stop", "the run goes on after the tool failed"
+    again = next(f for f in after if f["type"] == "tool_done")
+    assert again["ok"] is True
+    assert again["output"] != pid_before, "a fresh process answered"
+
+
+async def test_a_tool_server_that_never_starts_leaves_chat_working_and_is_reported(
+    fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory, tmp_path: Path
+) -> None:
+    config = tmp_path / "mcp.json"
+    servers = {"testtools": fake_stdio(pool_size=1), "broken": {"command": str(tmp_path / "missing"), "pool_size": 1}}
+    config.write_text(json.dumps({"mcpServers": servers}))
+    server = await server_factory(openai_base_url=fake.base_url, mcp_config=config)
+    await server.app.state.mcp.wait_started()
+    user = await user_factory(server)
+    chat = Chat.on(server, user, await new_session(server, user))
+    fake.script(call("echo", {"text": "still here"}), say("Works."))
+    async with connect(chat) as sock:
+        await sock.send({"type": "message", "content": "echo"})
+        frames = await sock.until("assistant_end", timeout=30)
+    assert frames[-1]["finish_reason"] == "stop"
+    assert next(f for f in frames if f["type"] == "tool_done")["output"] == "still here"
+    system = fake.requests[0].body["messages"][0]["content"]
+    assert "unavailable" in system
+    assert "broken" in system
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1") as http:
+        reported = {s["name"]: s["status"] for s in (await http.get("/config")).json()["mcp_servers"]}
+    assert reported["testtools"] == "ready"
+    assert reported["broken"] in ("failed", "restarting")
