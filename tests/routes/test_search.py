@@ -100,3 +100,13 @@ async def test_bad_queries_are_422(client: httpx.AsyncClient, alice: TestUser) -
 async def test_search_requires_authentication(client: httpx.AsyncClient) -> None:
     response = await client.get("/search", params={"q": "anything"})
     assert response.status_code == 401
+
+
+async def test_undecodable_queries_are_client_errors(
+    client: httpx.AsyncClient, alice: TestUser, app_pool: asyncpg.Pool
+) -> None:
+    await _session(client, alice, app_pool, "plain words")
+    for raw in ("q=%ED%A0%80", "q=%FF%FE", "q=%00", "q=a%00b", "q=plain&limit=%00", "q=%F0%9F%98%80"):
+        response = await client.get("/search?" + raw, headers=alice.headers)
+        assert response.status_code in (200, 422), (raw, response.text)
+    assert [h["seq"] for h in await _search(client, alice, q="plain")] == [1]
