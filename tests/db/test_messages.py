@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any, cast
 
 import asyncpg
 import orjson
@@ -56,7 +57,8 @@ async def test_failed_append_allocates_no_seq(app_pool: asyncpg.Pool) -> None:
     session_id = await _session(app_pool, await _user(app_pool))
     await messages_db.append_message(app_pool, session_id=session_id, role="user", content="one")
     with pytest.raises(asyncpg.CheckViolationError):
-        await messages_db.append_message(app_pool, session_id=session_id, role="robot", content="bad")  # type: ignore[arg-type]  # a role the CHECK refuses, on purpose
+        # A role the CHECK constraint refuses, on purpose: the failed insert must not use up a seq.
+        await messages_db.append_message(app_pool, session_id=session_id, role=cast(Any, "robot"), content="bad")
     second = await messages_db.append_message(app_pool, session_id=session_id, role="assistant", content="two")
     assert second.seq == 2
 
