@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     data_dir: Path = Path(".chinwag")
     redis_url: str | None = None
+    redis_prefix: str = "chinwag:"
+    """Start of every Redis key and channel chinwag uses: several deployments (or test runs) may share one Redis."""
     secret_key: SecretStr | None = None
 
     openai_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))

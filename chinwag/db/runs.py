@@ -61,15 +61,19 @@ async def find_by_client_id(db: Executor, *, session_id: uuid.UUID, client_id: s
     return None if row is None else _record(row)
 
 
-async def insert_running(db: Executor, *, session_id: uuid.UUID, client_id: str | None) -> RunRecord:
-    """Take the session's run slot. Raises `RunSlotTaken` or `DuplicateClientId` (a unique violation: inside a
-    transaction, that transaction is over; the caller rolls it back and may look the duplicate up after)."""
+async def insert_running(
+    db: Executor, *, session_id: uuid.UUID, client_id: str | None, owner: str | None = None
+) -> RunRecord:
+    """Take the session's run slot for the process `owner` (its heartbeat starts now). Raises `RunSlotTaken` or
+    `DuplicateClientId` (a unique violation: inside a transaction, that transaction is over; the caller rolls it
+    back and may look the duplicate up after)."""
     try:
         row = await db.fetchrow(
-            "INSERT INTO runs (session_id, client_id) VALUES ($1, $2)"
+            "INSERT INTO runs (session_id, client_id, owner, heartbeat_at) VALUES ($1, $2, $3, now())"
             " RETURNING id, session_id, status, client_id, user_message_id",
             session_id,
             client_id,
+            owner,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "runs_client_id_idx":
@@ -119,11 +123,43 @@ async def active_run_id(db: Executor, *, session_id: str) -> str | None:
     return None if value is None else str(value)
 
 
+async def heartbeat(db: Executor, *, owner: str) -> int:
+    """The process `owner` is alive: stamp all its running runs (one statement); returns how many."""
+    result = await db.execute(
+        "UPDATE runs SET heartbeat_at = now() WHERE owner = $1 AND status = 'running'",
+        owner,
+    )
+    return int(result.rsplit(" ", 1)[-1])
+
+
+async def interrupt_stale(db: Conn, *, stale_s: float) -> tuple[list[str], int]:
+    """Runs whose process stopped heartbeating more than `stale_s` ago (dead, or cut off from the database) become
+    'interrupted', with their 'streaming' messages and their sessions' `active_run_id`. Live processes' runs are
+    left alone. Returns the sessions of the runs ended, and the number of messages changed."""
+    async with db.transaction():
+        runs = await db.fetch(
+            "UPDATE runs SET status = 'interrupted', finish_reason = 'interrupted', ended_at = now()"
+            " WHERE status = 'running' AND coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $1)"
+            " RETURNING id, session_id",
+            stale_s,
+        )
+        if not runs:
+            return [], 0
+        run_ids = [r["id"] for r in runs]
+        await db.execute("UPDATE sessions SET active_run_id = NULL WHERE active_run_id = ANY($1::uuid[])", run_ids)
+        messages = await db.fetch(
+            "UPDATE messages SET status = 'interrupted', updated_at = now()"
+            " WHERE status = 'streaming' AND run_id = ANY($1::uuid[]) RETURNING id",
+            run_ids,
+        )
+    return sorted({str(r["session_id"]) for r in runs}), len(messages)
+
+
 async def interrupt_abandoned(db: Conn) -> tuple[list[str], int]:
     """At start-up: runs left 'running' and messages left 'streaming' by a dead process become 'interrupted'.
 
     Returns the sessions of the runs ended, and the number of messages changed. Safe only while no other live
-    process runs chats on this database (see `ChatService.recover`).
+    process runs chats on this database (one process, no Redis); several use `interrupt_stale`.
     """
     async with db.transaction():
         runs = await db.fetch(

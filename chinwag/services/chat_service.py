@@ -2,10 +2,16 @@
 `user_message` is published), interrupt it from any socket, tell a socket what is running, and recover after a crash.
 
 Knows agents, not sockets: the run itself is `run_task.ChatRun`, a task owned by the server's `TaskSupervisor`.
+
+With `CHINWAG_REDIS_URL` the bus and the run buffers are Redis ones, so several workers or hosts share them; the run
+slot and `active_run` come from PostgreSQL, which every worker agrees on. Each process has a random `instance_id`,
+recorded as the owner of the runs it executes, and heartbeats them every `HEARTBEAT_S`; a sweep every `SWEEP_S`
+ends the runs whose heartbeat is older than `STALE_S` (their process died), never those of live processes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -13,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
+from redis.asyncio import Redis
 
 from chinwag.config import Settings
 from chinwag.db import runs as runs_db
@@ -25,10 +32,16 @@ from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
 from chinwag.services.run_task import ChatRun
 from chinwag.services.session_service import SessionService
 from chinwag.services.token_aware_session import INTERRUPTED_OUTPUT
-from chinwag.websocket.bus import InProcessBus
+from chinwag.websocket.bus import Bus, InProcessBus
+from chinwag.websocket.redis_bus import RedisBus
+from chinwag.websocket.redis_runs import RedisRunBuffers
 from chinwag.websocket.runs import MemoryRunBuffers, RunBuffers, RunChannel, TaskSupervisor
 
 logger = logging.getLogger(__name__)
+
+HEARTBEAT_S = 10.0
+SWEEP_S = 30.0
+STALE_S = 45.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +53,22 @@ class ActiveRunInfo:
 class ChatService:
     """Starts and stops runs; one per app, made by the lifespan."""
 
-    def __init__(self, deps: RunDeps, *, supervisor: TaskSupervisor, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        deps: RunDeps,
+        *,
+        supervisor: TaskSupervisor,
+        limiter: RateLimiter | None = None,
+        instance_id: str | None = None,
+        shared: bool = False,
+    ) -> None:
         self.deps = deps
         self.supervisor = supervisor
         self.limiter = limiter
+        self.instance_id = instance_id or uuid.uuid4().hex
+        """This process, as the owner of its runs in PostgreSQL."""
+        self.shared = shared
+        """Other processes may run chats on this database (Redis is configured): recovery ends stale runs only."""
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -56,15 +81,32 @@ class ChatService:
         mcp: McpSource | None,
         limiter: RateLimiter | None = None,
     ) -> AsyncIterator[ChatService]:
-        """For the lifespan: the in-process bus and run buffers (one worker), recovery of what a dead process left,
-        and at the end every run stopped and recorded as interrupted before the pool closes."""
-        deps = RunDeps(pool=pool, settings=settings, bus=InProcessBus(), buffers=MemoryRunBuffers(), llm=llm, mcp=mcp)
-        chat = cls(deps, supervisor=TaskSupervisor(), limiter=limiter)
-        await chat.recover()
-        try:
-            yield chat
-        finally:
-            await chat.aclose()
+        """For the lifespan: the bus and run buffers (Redis ones with `settings.redis_url`, else in-process),
+        recovery of what a dead process left, the heartbeat of this process's runs, and at the end every run
+        stopped and recorded as interrupted before the bus, Redis and the pool close."""
+        async with contextlib.AsyncExitStack() as stack:
+            bus: Bus
+            buffers: RunBuffers
+            if settings.redis_url:
+                redis = Redis.from_url(settings.redis_url)
+                stack.push_async_callback(redis.aclose)
+                bus = await stack.enter_async_context(RedisBus.open(redis, prefix=settings.redis_prefix))
+                buffers = RedisRunBuffers(redis, prefix=settings.redis_prefix)
+            else:
+                bus, buffers = InProcessBus(), MemoryRunBuffers()
+            deps = RunDeps(pool=pool, settings=settings, bus=bus, buffers=buffers, llm=llm, mcp=mcp)
+            chat = cls(deps, supervisor=TaskSupervisor(), limiter=limiter, shared=bool(settings.redis_url))
+            await chat.recover()
+            keeper = asyncio.create_task(chat._keep_alive(), name="chat-heartbeat")
+            try:
+                yield chat
+            finally:
+                try:
+                    await chat.aclose()
+                finally:
+                    keeper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await keeper
 
     @property
     def buffers(self) -> RunBuffers:
@@ -128,7 +170,7 @@ class ChatService:
         sid = uuid.UUID(session.id)
         try:
             async with self.deps.pool.acquire() as conn, conn.transaction():
-                record = await runs_db.insert_running(conn, session_id=sid, client_id=client_id)
+                record = await runs_db.insert_running(conn, session_id=sid, client_id=client_id, owner=self.instance_id)
                 run.run_id = record.id
                 message = await SessionService(conn, self.deps.settings).append_message(
                     session_id=session.id, role="user", content=content, run_id=record.id, client_id=client_id
@@ -190,12 +232,42 @@ class ChatService:
     async def recover(self) -> None:
         """At start-up: what a dead process left running or streaming becomes interrupted.
 
-        Assumes no other live process is running chats on this database when this one starts: true for one
-        process, and for `--workers N`, which start together before any chat. A worker restarted alone next to
-        live ones would end their runs' records (their streams go on; their final writes still land).
+        Alone on the database (no Redis: one process), every run left running is a dead one's. Shared (Redis),
+        other processes may be running chats: only runs whose heartbeat is stale are ended (`sweep`).
         """
+        if self.shared:
+            await self.sweep()
+            return
         async with self.deps.pool.acquire() as conn:
             sessions, messages = await runs_db.interrupt_abandoned(conn)
+        await self._repair(sessions, messages)
+
+    async def sweep(self, *, stale_s: float = STALE_S) -> list[str]:
+        """End the runs of dead processes (no heartbeat for `stale_s`), as `recover` does; returns their sessions."""
+        async with self.deps.pool.acquire() as conn:
+            sessions, messages = await runs_db.interrupt_stale(conn, stale_s=stale_s)
+        await self._repair(sessions, messages)
+        return sessions
+
+    async def heartbeat(self) -> int:
+        """Tell the other processes this one's runs are alive (one UPDATE); returns how many there are."""
+        return await runs_db.heartbeat(self.deps.pool, owner=self.instance_id)
+
+    async def _keep_alive(self) -> None:
+        """Heartbeat every `HEARTBEAT_S`; sweep every `SWEEP_S` when other processes share the database."""
+        last_sweep = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self.heartbeat()
+                now = asyncio.get_running_loop().time()
+                if self.shared and now - last_sweep >= SWEEP_S:
+                    last_sweep = now
+                    await self.sweep()
+            except Exception as exc:  # the database may be away for a while: keep trying, never die
+                logger.warning("run heartbeat or sweep failed (will retry): %s", exc)
+
+    async def _repair(self, sessions: list[str], messages: int) -> None:
         if sessions or messages:
             logger.warning("marked runs of %d session(s) and %d message(s) as interrupted", len(sessions), messages)
         for session_id in sessions:
