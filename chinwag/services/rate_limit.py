@@ -110,7 +110,7 @@ async def open_rate_limiter(settings: Settings) -> AsyncIterator[RateLimiter]:
         return
     redis = Redis.from_url(settings.redis_url)
     try:
-        yield RedisRateLimiter(redis)
+        yield RedisRateLimiter(redis, prefix=f"{settings.redis_prefix}rl:")
     finally:
         await redis.aclose()
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chinwag.websocket.bus import Envelope
 from chinwag.websocket.redis_bus import RedisBus
@@ -151,3 +153,16 @@ async def test_reconnects_after_the_subscriber_connection_is_killed(redis: Redis
                 await a.publish(Envelope(session_id="s", frame="again"))
                 await asyncio.sleep(0.05)
         assert set(got) == {"again"}
+
+
+async def test_open_fails_when_redis_is_unreachable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(RedisConnectionError):
+            async with RedisBus.open(client):
+                pass
+    finally:
+        await client.aclose()
