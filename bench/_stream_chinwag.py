@@ -90,13 +90,14 @@ class ChinwagApi:
     def ws_url(self, session_id: str) -> str:
         return f"ws://127.0.0.1:{self.server.port}/ws/chat/{session_id}?token={self.token}"
 
-    async def create_sessions(self, count: int) -> list[str]:
+    async def create_sessions(self, count: int, *, mcp_servers: list[str] | None = None) -> list[str]:
         """`count` sessions, titled up front so that no title request reaches the model."""
         ids = []
         async with httpx.AsyncClient(base_url=self.server.url + "/api/v1", timeout=30) as http:
             headers = {"Authorization": f"Bearer {self.token}"}
             for i in range(count):
-                response = await http.post("/sessions", json={"title": f"bench {i}", "model": MODEL}, headers=headers)
+                body = {"title": f"bench {i}", "model": MODEL, "mcp_servers": mcp_servers}
+                response = await http.post("/sessions", json=body, headers=headers)
                 response.raise_for_status()
                 ids.append(str(response.json()["id"]))
         return ids

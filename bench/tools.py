@@ -6,8 +6,10 @@ Three paths per transport, interleaved call by call so that drift on a shared ma
 - `SDK direct`: the Agents SDK's own `MCPServerStdio` / `MCPServerStreamableHttp`, connected by this script; the floor.
 - `pool`: `PooledServer.call_tool` on an acquired server (timeout, crash handling, output cap around the same call).
 - `acquire+call`: a whole `pool.acquire([name])` block around one call, what a run with one tool call pays.
+- `chat`: the whole path in a running chinwag, from the model's tool call to `tool_done`, as the chat client sees it
+  (`tool_start` to `tool_done` on its socket; see `bench/_tools_chat.py`).
 
-Run: ``python -m bench.tools [--calls 500]``. Target: `pool` p50 under 5 ms.
+Run: ``python -m bench.tools [--calls 500]``. Target: p50 under 5 ms (`pool` and `chat`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from agents.mcp import MCPServer, MCPServerStdio, MCPServerStreamableHttp
 
+from bench._tools_chat import chat_round_trips, sdk_round_trips
 from chinwag.mcp import McpPool, parse_mcp_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +135,15 @@ async def _measure(pool: McpPool, name: str, direct: MCPServer, calls: int, warm
     return paths
 
 
+def _chat_row(transport: str, label: str, times: list[float], *, cpu: str) -> str:
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return (
+        f"| {transport} | {label} | {len(ordered)} | {statistics.median(ordered):.2f} | "
+        f"{p99:.2f} | {statistics.fmean(ordered):.2f} | {cpu} |"
+    )
+
+
 def _machine() -> str:
     model = platform.processor() or "unknown CPU"
     with contextlib.suppress(OSError):
@@ -164,6 +176,11 @@ async def main(calls: int, warmup: int) -> None:
             await pool.wait_started()
             paths = await _measure(pool, "stdio", direct_stdio, calls, warmup)
             paths += await _measure(pool, "http", direct_http, calls, warmup)
+            sdk = {
+                "stdio": await sdk_round_trips(direct_stdio, calls=max(20, calls // 5)),
+                "http": await sdk_round_trips(direct_http, calls=max(20, calls // 5)),
+            }
+        chat = await chat_round_trips(http_url=url, fake_cmd=FAKE, env=ENV, calls=max(20, calls // 5))
     print(f"Tool calls (bench/tools.py): `echo` round trip, {calls} calls per row after {warmup} warm-up")
     print(f"Machine: {_machine()}")
     print()
@@ -171,6 +188,10 @@ async def main(calls: int, warmup: int) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for path in paths:
         print(path.row())
+    for transport, times in sdk.items():
+        print(_chat_row(transport, "SDK alone: tool_called -> tool_output", times, cpu="(floor)"))
+    for transport, times in chat.items():
+        print(_chat_row(transport, "chat: tool_start -> tool_done", times, cpu="(server process)"))
     print()
     for direct, pooled in ((paths[0], paths[1]), (paths[3], paths[4])):
         print(
