@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -19,8 +20,9 @@ import httpx
 import psutil
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from tests.conftest import RunningServer, ServerFactory, TestUser, UserFactory, free_port
+from tests.conftest import REQUIRE_SERVICES, RunningServer, ServerFactory, TestUser, UserFactory, free_port
 from tests.fakes.openai_script import say
 from tests.fakes.openai_server import FakeOpenAI
 from tests.routes.chat_support import Chat, Socket, connect, new_session, run_frames, text_of
@@ -303,3 +305,81 @@ async def test_serve_with_two_workers_shares_a_run_between_sockets_on_either(
         assert all(frames == seen[0] for frames in seen)
         assert text_of(seen[0]) == "Both workers see this."
         assert seen[0][-1]["finish_reason"] == "stop"
+
+
+# --- Redis goes away and comes back -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_server_bin(redis_url: str) -> str:
+    """The `redis-server` program, to run a Redis this test may stop (never the shared one)."""
+    path = shutil.which("redis-server")
+    if path is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("CHINWAG_REQUIRE_SERVICES=1 but redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    return path
+
+
+@contextlib.asynccontextmanager
+async def redis_server(program: str, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A Redis of this test's own, on a loopback port, with no persistence."""
+    proc = await asyncio.create_subprocess_exec(
+        *(program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with Redis(port=port) as probe, asyncio.timeout(10):
+            while True:
+                with contextlib.suppress(OSError, RedisError):
+                    if await probe.ping():
+                        break
+                await asyncio.sleep(0.05)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def test_redis_down_mid_run_ends_it_as_error_and_chat_works_again_once_it_is_back(
+    fake: FakeOpenAI,
+    server_factory: ServerFactory,
+    user_factory: UserFactory,
+    db: asyncpg.Connection,
+    redis_server_bin: str,
+) -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    fake.script(say(LONG, delay=0.02), say("After the outage."))
+    async with redis_server(redis_server_bin, port) as first_redis:
+        a = await server_factory(openai_base_url=fake.base_url, models="gpt-4.1-mini:1000000", redis_url=url)
+        b = await server_factory(openai_base_url=fake.base_url, models="gpt-4.1-mini:1000000", redis_url=url)
+        user = await user_factory(a)
+        session_id = await new_session(a, user)
+        async with connect(Chat.on(a, user, session_id)) as on_a, connect(Chat.on(b, user, session_id)) as on_b:
+            await on_b.send({"type": "message", "content": "talk"})
+            seen: list[dict[str, Any]] = []
+            await deltas(on_a, seen, 3)
+            first_redis.kill()
+            await first_redis.wait()
+            # The run cannot send its events: it ends, recorded as an error with the text it had.
+            async with asyncio.timeout(30):
+                while await db.fetchval("SELECT count(*) FROM runs WHERE status = 'running'"):
+                    await asyncio.sleep(0.1)
+            history = await Chat.on(a, user, session_id).history()
+            assert [(m["role"], m["status"]) for m in history] == [("user", "complete"), ("assistant", "error")]
+            assert LONG.startswith(history[1]["content"])
+            async with redis_server(redis_server_bin, port), Redis(port=port) as redis:
+                # Both processes subscribe again by themselves; then a run from B reaches the socket on A.
+                async with asyncio.timeout(20):
+                    while (await redis.pubsub_numsub(f"chinwag:ev:{session_id}"))[0][1] < 2:
+                        await asyncio.sleep(0.1)
+                await on_b.send({"type": "message", "content": "again"})
+                from_a = await on_a.until("assistant_end", timeout=20)
+                from_b = await on_b.until("assistant_end", timeout=20)
+    run_id = from_b[-1]["run_id"]
+    assert run_frames(from_a, run_id) == run_frames(from_b, run_id)
+    assert [f["seq"] for f in run_frames(from_a, run_id)] == list(range(1, len(run_frames(from_a, run_id)) + 1))
+    assert text_of(run_frames(from_a, run_id)) == "After the outage."
