@@ -22,6 +22,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from chinwag.services import chat_service
 from tests.conftest import REQUIRE_SERVICES, RunningServer, ServerFactory, TestUser, UserFactory, free_port
 from tests.fakes.openai_script import say
 from tests.fakes.openai_server import FakeOpenAI
@@ -383,3 +384,41 @@ async def test_redis_down_mid_run_ends_it_as_error_and_chat_works_again_once_it_
     assert run_frames(from_a, run_id) == run_frames(from_b, run_id)
     assert [f["seq"] for f in run_frames(from_a, run_id)] == list(range(1, len(run_frames(from_a, run_id)) + 1))
     assert text_of(run_frames(from_a, run_id)) == "After the outage."
+
+
+async def test_each_process_heartbeats_its_runs_and_sweeps_stale_ones_by_itself(
+    fake: FakeOpenAI,
+    server_factory: ServerFactory,
+    user_factory: UserFactory,
+    db: asyncpg.Connection,
+    redis_url: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The periods, shortened before the servers start (10 s and 30 s in production).
+    monkeypatch.setattr(chat_service, "HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(chat_service, "SWEEP_S", 0.2)
+    options = {"openai_base_url": fake.base_url, "redis_url": redis_url, "redis_prefix": prefix}
+    a, b = await server_factory(**options), await server_factory(**options)
+    user = await user_factory(a)
+    dead_session = uuid.UUID(await new_session(a, user))
+    fake.script(say(LONG, delay=0.05))
+    async with connect(Chat.on(b, user, await new_session(b, user))) as on_b:
+        await on_b.send({"type": "message", "content": "talk"})
+        live_run = uuid.UUID((await on_b.until("text_delta"))[0]["run_id"])
+        dead_run = await db.fetchval(
+            "INSERT INTO runs (session_id, owner, heartbeat_at) VALUES ($1, 'gone', now() - interval '1 minute')"
+            " RETURNING id",
+            dead_session,
+        )
+        await db.execute("UPDATE runs SET heartbeat_at = now() - interval '30 seconds' WHERE id = $1", live_run)
+        async with asyncio.timeout(5):
+            while await db.fetchval("SELECT status FROM runs WHERE id = $1", dead_run) == "running":
+                await asyncio.sleep(0.05)
+            while not await db.fetchval(
+                "SELECT now() - heartbeat_at < interval '5 seconds' FROM runs WHERE id = $1", live_run
+            ):
+                await asyncio.sleep(0.05)  # B stamps its run again
+        assert await db.fetchval("SELECT status FROM runs WHERE id = $1", live_run) == "running"
+        await on_b.send({"type": "interrupt"})
+        assert (await on_b.until("assistant_end"))[-1]["finish_reason"] == "interrupted"
