@@ -173,7 +173,10 @@ class RedisBus:
                 logger.info("redis bus: connected again")
                 delay = 0.1
             if message is not None:
-                self._dispatch(message)
+                try:
+                    self._dispatch(message)
+                except Exception:  # never let one odd message stop every socket of this process
+                    logger.exception("redis bus: could not dispatch a message")
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -187,19 +190,16 @@ class RedisBus:
         if kind != "message":
             return
         data: bytes = message["data"]
-        try:
-            if (events := self._events.get(channel)) is not None:
-                session_id = channel.removeprefix(f"{self._prefix}ev:")
-                envelope = decode_envelope(session_id, data)
-                for on_event in tuple(events.handlers):
-                    self._call(on_event, envelope, session_id)
-            elif (interrupts := self._interrupts.get(channel)) is not None:
-                session_id = channel.removeprefix(f"{self._prefix}int:")
-                run_id = data.decode()
-                for on_interrupt in tuple(interrupts.handlers):
-                    self._call(on_interrupt, run_id, session_id)
-        except ValueError:
-            logger.exception("redis bus: a message on %s could not be read", channel)
+        if (events := self._events.get(channel)) is not None:
+            session_id = channel.removeprefix(f"{self._prefix}ev:")
+            envelope = decode_envelope(session_id, data)
+            for on_event in tuple(events.handlers):
+                self._call(on_event, envelope, session_id)
+        elif (interrupts := self._interrupts.get(channel)) is not None:
+            session_id = channel.removeprefix(f"{self._prefix}int:")
+            run_id = data.decode()
+            for on_interrupt in tuple(interrupts.handlers):
+                self._call(on_interrupt, run_id, session_id)
 
     @staticmethod
     def _call(handler: Any, argument: Any, session_id: str) -> None:

@@ -166,3 +166,12 @@ async def test_open_fails_when_redis_is_unreachable() -> None:
                 pass
     finally:
         await client.aclose()
+
+
+async def test_a_malformed_message_is_logged_and_the_next_ones_still_arrive(redis: Redis, prefix: str) -> None:
+    async with RedisBus.open(redis, prefix=prefix) as bus:
+        got: list[str] = []
+        await bus.subscribe("s", lambda e: got.append(e.frame))
+        await redis.publish(f"{prefix}ev:s", b"\xff\xfe not an envelope")
+        await bus.publish(Envelope(session_id="s", frame="fine"))
+        await wait_for(lambda: got == ["fine"])
