@@ -86,6 +86,32 @@ async def insert_items(
     return sorted(int(r["id"]) for r in records)
 
 
+async def append_items(
+    conn: Conn, *, session_id: str, rows: Sequence[tuple[dict[str, Any], int, int | None]]
+) -> list[int] | None:
+    """`lock_session_turn` + `insert_items` in one statement (one round trip, no transaction), for rows whose turns
+    are known; returns their ids, or None if the session does not exist."""
+    if not rows:
+        return []
+    records = await conn.fetch(
+        """
+        WITH s AS (SELECT id FROM sessions WHERE id = $1 FOR UPDATE)
+        INSERT INTO llm_context (session_id, item, tokens, turn_seq)
+        SELECT s.id, r.item, r.tokens, r.turn_seq
+        FROM s, unnest($2::jsonb[], $3::integer[], $4::integer[]) WITH ORDINALITY AS r(item, tokens, turn_seq, n)
+        ORDER BY r.n
+        RETURNING id
+        """,
+        session_id,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+    )
+    if not records:
+        return None
+    return sorted(int(r["id"]) for r in records)
+
+
 async def replace_from(
     conn: OneConn,
     *,

@@ -85,6 +85,16 @@ class PostgresSession:
             return []
         counted = [(item, self.counter.count_item(item)) for item in batch]
         explicit = turn_seq if turn_seq is not None else self.turn_seq
+        if explicit is not None:
+            # The turn is known (a run's items): lock and insert in one statement, one round trip.
+            async with self.pool.acquire() as conn:
+                added = await db.append_items(
+                    conn, session_id=self.session_id, rows=[(item, tokens, explicit) for item, tokens in counted]
+                )
+            if added is None:
+                raise LookupError(f"session {self.session_id} does not exist")
+            self.added_ids.extend(added)
+            return added
         async with self.pool.acquire() as conn, conn.transaction():
             last = await db.lock_session_turn(conn, session_id=self.session_id)
             rows: list[tuple[Item, int, int | None]] = []

@@ -34,7 +34,7 @@ from chinwag.services.agent_builder import (
     overhead_tokens,
     title_prompt,
 )
-from chinwag.services.file_context import build_file_context
+from chinwag.services.file_context import FileContext, build_file_context
 from chinwag.services.run_events import (
     ModelTurnEnded,
     ModelTurnStarted,
@@ -161,13 +161,9 @@ class ChatRun:
         error: tuple[ErrorCode, str, bool] | None = None
         cancelled = False
         try:
-            assistant = await sessions.append_message(
-                session_id=self.session.id, role="assistant", content="", status="streaming", run_id=self.run_id
-            )
-            self.assistant_message_id = assistant.id
-            await self._emit({"type": "assistant_start", "message_id": assistant.id})
+            files = await self._set_up(sessions)
             if not self.interrupted.is_set():
-                await self._stream(sessions)
+                await self._stream(sessions, files)
         except asyncio.CancelledError:
             if self._interrupt_cancelled and self._task is not None and self._task.uncancel() == 0:
                 pass  # an interrupt during set-up: end the run as interrupted
@@ -196,9 +192,10 @@ class ChatRun:
         if finish != "interrupted" and self.user_message is not None and self.user_message.seq == 1:
             await self._auto_title(sessions)
 
-    async def _stream(self, sessions: SessionService) -> None:
-        settings = self.deps.settings
-        window = context_windows(settings)(self.session.model)
+    async def _set_up(self, sessions: SessionService) -> FileContext:
+        """The assistant message row (then `assistant_start`), the file context and the Layer 1 history read: three
+        independent round trips, run at once on separate pool connections, before the model request."""
+        window = context_windows(self.deps.settings)(self.session.model)
         layer1 = TokenAwareSession.open(
             self.deps.pool,
             self.session.id,
@@ -207,14 +204,38 @@ class ChatRun:
             turn_seq=self.user_message.seq if self.user_message else None,
             summarize=self._summarize,
         )
-        self._layer1 = layer1
-        files = await build_file_context(
-            pool=self.deps.pool,
-            session_id=self.session.id,
-            file_ids=self.file_ids,
-            budget_tokens=int(window * FILE_BUDGET_SHARE),
-            counter=self.deps.llm.counter,
+        # `_finish` records the context size after the run: the model request need not wait for that write.
+        layer1.record_context_tokens = False
+        assistant, files, prefetched = await asyncio.gather(
+            sessions.append_message(
+                session_id=self.session.id, role="assistant", content="", status="streaming", run_id=self.run_id
+            ),
+            build_file_context(
+                pool=self.deps.pool,
+                session_id=self.session.id,
+                file_ids=self.file_ids,
+                budget_tokens=int(window * FILE_BUDGET_SHARE),
+                counter=self.deps.llm.counter,
+            ),
+            layer1.prefetch(),
+            return_exceptions=True,
         )
+        if isinstance(assistant, BaseException):
+            raise assistant
+        self._layer1 = layer1
+        # The row exists: the client hears of it, and `_finish` ends it, whatever else failed.
+        self.assistant_message_id = assistant.id
+        await self._emit({"type": "assistant_start", "message_id": assistant.id})
+        for outcome in (files, prefetched):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(files, FileContext)
+        return files
+
+    async def _stream(self, sessions: SessionService, files: FileContext) -> None:
+        settings = self.deps.settings
+        layer1 = self._layer1
+        assert layer1 is not None
         acquire = self.deps.mcp.acquire if self.deps.mcp is not None else no_mcp
         self._setting_up = True
         async with acquire(self.session.mcp_servers) as tools, self.deps.llm.run_provider() as provider:
@@ -385,7 +406,8 @@ class ChatRun:
                 view = await self._layer1.view()
         except Exception:
             logger.exception("run %s: could not measure the context", self.run_id)
-            return None
+            # What the run's first model call was sent, if the SDK asked for it (`prepare` no longer writes it).
+            return self._layer1.last_view.tokens if self._layer1.last_view is not None else None
         return view.tokens
 
     async def _summarize(self, items: list[Any]) -> str:

@@ -137,6 +137,10 @@ class TokenAwareSession:
         self.summarize_timeout_s = summarize_timeout_s
         self.last_view: ContextView | None = None
         """The view returned by the last `get_items()`: what the run's first model call received."""
+        self.record_context_tokens = True
+        """`prepare()` writes `sessions.context_tokens`; a chat run turns this off (it writes the size after the run,
+        so the model request does not wait for that write)."""
+        self._prefetched: tuple[db.ContextState, list[db.ContextRow]] | None = None
 
     @classmethod
     def open(
@@ -185,18 +189,33 @@ class TokenAwareSession:
 
     # --- chinwag's own API
 
+    async def prefetch(self) -> None:
+        """Read the stored history now (while other set-up runs), for the next `prepare()` to use instead of reading
+        it then. Only for a caller that writes nothing to this session's Layer 1 in between (a run, before it
+        starts the SDK: the run slot keeps other writers away)."""
+        self._prefetched = await self.store.unsummarized()
+
     async def prepare(self) -> ContextView:
-        """Summarize if due, fit, record `sessions.context_tokens`, and return the view the next model call gets."""
-        view = await self.view(summarize=self.summarize is not None)
-        async with self.store.pool.acquire() as conn:
-            await db.set_context_tokens(conn, session_id=self.session_id, tokens=view.tokens)
+        """Summarize if due, fit, record `sessions.context_tokens` (unless `record_context_tokens` is off), and
+        return the view the next model call gets."""
+        fetched, self._prefetched = self._prefetched, None
+        view = await self.view(summarize=self.summarize is not None, fetched=fetched)
+        if self.record_context_tokens:
+            async with self.store.pool.acquire() as conn:
+                await db.set_context_tokens(conn, session_id=self.session_id, tokens=view.tokens)
         self.last_view = view
         return view
 
-    async def view(self, *, summarize: bool = False) -> ContextView:
+    async def view(
+        self,
+        *,
+        summarize: bool = False,
+        fetched: tuple[db.ContextState, list[db.ContextRow]] | None = None,
+    ) -> ContextView:
         """The fitted view; summarizing (with the model) only when `summarize` is true and the history is past the
-        threshold. Without it this only reads, and is what `GET /sessions/{id}/context` shows."""
-        state, rows = await self.store.unsummarized()
+        threshold. Without it this only reads, and is what `GET /sessions/{id}/context` shows. `fetched` is what
+        `PostgresSession.unsummarized()` returned, when the caller has read it already."""
+        state, rows = fetched if fetched is not None else await self.store.unsummarized()
         turns = group_turns(rows)
         summary, through = state.summary, state.summarized_through_seq
         summary_tokens = self._summary_tokens(summary)
