@@ -13,7 +13,9 @@ from typing import Literal
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from chinwag.db.messages import storable_text
 from chinwag.db.sessions import Executor
+from chinwag.schemas.messages import Message
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 """A single connection (transactions need one)."""
@@ -81,6 +83,50 @@ async def insert_running(
         raise RunSlotTaken() from None
     assert row is not None
     return _record(row)
+
+
+async def start_with_message(
+    db: Executor,
+    *,
+    session_id: uuid.UUID,
+    client_id: str | None,
+    owner: str | None,
+    content: str,
+) -> tuple[RunRecord, Message]:
+    """`insert_running`, the user message appended (`messages.append_message`) and `mark_started`, in ONE statement:
+    one round trip, atomic without a transaction. Raises `RunSlotTaken` or `DuplicateClientId` like
+    `insert_running` (then nothing is written)."""
+    run_id, message_id = uuid.uuid4(), uuid.uuid4()
+    try:
+        row = await db.fetchrow(
+            "WITH r AS ("
+            " INSERT INTO runs (id, session_id, client_id, owner, heartbeat_at, user_message_id)"
+            " VALUES ($1, $2, $3, $4, now(), $5) RETURNING id),"
+            " s AS ("
+            " UPDATE sessions SET message_count = message_count + 1, updated_at = now(), active_run_id = $1"
+            " WHERE id = $2 RETURNING message_count)"
+            " INSERT INTO messages (id, session_id, seq, role, content, status, run_id, client_id)"
+            " SELECT $5, $2, s.message_count, 'user', $6, 'complete', r.id, $7 FROM s, r"
+            " RETURNING id::text AS id, seq, role, content, status, tool, run_id::text AS run_id, client_id, usage,"
+            " created_at",
+            run_id,
+            session_id,
+            client_id,
+            owner,
+            message_id,
+            storable_text(content),
+            None if client_id is None else storable_text(client_id),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "runs_client_id_idx":
+            raise DuplicateClientId(None) from None
+        raise RunSlotTaken() from None
+    if row is None:  # the session is gone (the runs insert would have failed on its foreign key first)
+        raise LookupError(f"session {session_id} does not exist")
+    record = RunRecord(
+        id=str(run_id), session_id=str(session_id), status="running", client_id=client_id, user_message_id=row["id"]
+    )
+    return record, Message.from_record(row)
 
 
 async def mark_started(

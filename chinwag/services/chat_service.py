@@ -169,15 +169,14 @@ class ChatService:
         await run.listen_for_interrupts()
         sid = uuid.UUID(session.id)
         try:
-            async with self.deps.pool.acquire() as conn, conn.transaction():
-                record = await runs_db.insert_running(conn, session_id=sid, client_id=client_id, owner=self.instance_id)
-                run.run_id = record.id
-                message = await SessionService(conn, self.deps.settings).append_message(
-                    session_id=session.id, role="user", content=content, run_id=record.id, client_id=client_id
-                )
-                await runs_db.mark_started(
-                    conn, run_id=uuid.UUID(record.id), session_id=sid, user_message_id=message.id
-                )
+            # The run slot, the user message and the session's active run: one statement, one round trip.
+            record, message = await runs_db.start_with_message(
+                self.deps.pool, session_id=sid, client_id=client_id, owner=self.instance_id, content=content
+            )
+            run.run_id = record.id
+        except LookupError:
+            await run.stop_listening()
+            raise NotFound("session not found") from None
         except runs_db.DuplicateClientId:
             await run.stop_listening()
             logger.info("session %s: client_id seen before: nothing new", session.id)
