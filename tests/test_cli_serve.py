@@ -11,6 +11,9 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
+import websockets.sync.client
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import free_port
 
@@ -90,11 +93,19 @@ def test_serve_with_no_configuration_is_ready_within_ten_seconds(tmp_path: Path)
         config = httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2)
         assert config.status_code == 200
         assert (tmp_path / "data" / "secret_key").exists()
+        # A socket's token travels in its URL, which uvicorn logs: it must not reach the log.
+        url = f"ws://127.0.0.1:{port}/ws/chat/x?token=s3cr3t-t0ken"
+        with websockets.sync.client.connect(url) as ws, pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4401
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert "Traceback" not in output
+    assert "/ws/chat/x?token=***" in output
+    assert "s3cr3t-t0ken" not in output
     assert not _postgres_running(tmp_path / "data" / "pg"), "serve stops the embedded server on shutdown"
 
 
