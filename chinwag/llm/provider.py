@@ -66,6 +66,13 @@ class RunModelProvider(ModelProvider):
 
     async def aclose(self) -> None:
         await self.client.close()
+        self._models.clear()
+        # The client caches its API resources (`client.chat`, ...), and each refers back to it: a reference cycle
+        # per run that only a full garbage collection would free. Forgotten, reference counting frees them now.
+        client_attrs = vars(self.client)
+        for name, value in list(client_attrs.items()):
+            if getattr(value, "_client", None) is self.client:
+                del client_attrs[name]
 
 
 class LlmClients:

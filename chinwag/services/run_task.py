@@ -154,6 +154,25 @@ class ChatRun:
         finally:
             await self.stop_listening()
             await self.deps.buffers.end(self.run_id)
+            self._drop_run_objects()
+
+    def _drop_run_objects(self) -> None:
+        """The run is over: let go of its SDK result, its Layer 1 session and its task. They refer back to this
+        object (the task's coroutine, `summarize`), so holding them would leave reference cycles that only a full
+        garbage collection frees (~10-30 ms, every stream paused); dropped, reference counting frees them now."""
+        if self._layer1 is not None:
+            self._layer1.summarize = None
+        result = self._result
+        if result is not None:
+            cleanup = getattr(result, "_sandbox_cleanup_task", None)
+            if isinstance(cleanup, asyncio.Task) and cleanup.done():
+                # openai-agents 0.24: the result keeps a closure over itself for a clean-up that has run by now (a
+                # later call finds it done either way); a cycle holding the run's whole SDK state (items, agent,
+                # tasks) until a full collection.
+                result._sandbox_cleanup = None
+        self._result = None
+        self._layer1 = None
+        self._task = None
 
     async def _run(self) -> None:
         sessions = SessionService(self.deps.pool, self.deps.settings)
