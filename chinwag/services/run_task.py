@@ -223,8 +223,10 @@ class ChatRun:
             turn_seq=self.user_message.seq if self.user_message else None,
             summarize=self._summarize,
         )
-        # `_finish` records the context size after the run: the model request need not wait for that write.
+        # `_finish` records the context size after the run, and waits for the input item's write (`flush`): the
+        # model request waits for neither.
         layer1.record_context_tokens = False
+        layer1.defer_next_write = True
         assistant, files, prefetched = await asyncio.gather(
             sessions.append_message(
                 session_id=self.session.id, role="assistant", content="", status="streaming", run_id=self.run_id
@@ -348,6 +350,11 @@ class ChatRun:
         self, sessions: SessionService, finish: FinishReason, error: tuple[ErrorCode, str, bool] | None
     ) -> None:
         state = self.state
+        if self._layer1 is not None:
+            try:
+                await self._layer1.flush()
+            except Exception:
+                logger.exception("run %s: could not store its input in the model's context", self.run_id)
         for call_id, tool in list(state.open_tools.items()):
             await self._close_tool(sessions, call_id, tool, output=INTERRUPTED_TOOL_OUTPUT, ok=False, interrupted=True)
         state.open_tools.clear()

@@ -141,6 +141,11 @@ class TokenAwareSession:
         """`prepare()` writes `sessions.context_tokens`; a chat run turns this off (it writes the size after the run,
         so the model request does not wait for that write)."""
         self._prefetched: tuple[db.ContextState, list[db.ContextRow]] | None = None
+        self.defer_next_write = False
+        """The next `add_items` returns at once and writes in the background (a run's input item, which the SDK
+        saves just before its first model request): every other method, and the next `add_items`, waits for that
+        write first and raises its error."""
+        self._writing: asyncio.Task[None] | None = None
 
     @classmethod
     def open(
@@ -174,18 +179,33 @@ class TokenAwareSession:
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         """The fitted view (summarizing if due); with `limit`, the raw newest `limit` stored items."""
         if limit is not None:
+            await self.flush()
             return await self.store.get_items(limit)
         view = await self.prepare()
         return [cast(TResponseInputItem, item) for item in view.items]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
+        await self.flush()
+        if self.defer_next_write:
+            self.defer_next_write = False
+            self._writing = asyncio.create_task(self.store.add_items(items), name=f"layer1-write-{self.session_id}")
+            return
         await self.store.add_items(items)
 
     async def pop_item(self) -> TResponseInputItem | None:
+        await self.flush()
         return await self.store.pop_item()
 
     async def clear_session(self) -> None:
+        await self.flush()
         await self.store.clear_session()
+
+    async def flush(self) -> None:
+        """Wait for a deferred `add_items` write (see `defer_next_write`); raises its error, once."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            # Shielded: a caller cancelled while it waits must not cut the write in half.
+            await asyncio.shield(writing)
 
     # --- chinwag's own API
 
@@ -215,6 +235,7 @@ class TokenAwareSession:
         """The fitted view; summarizing (with the model) only when `summarize` is true and the history is past the
         threshold. Without it this only reads, and is what `GET /sessions/{id}/context` shows. `fetched` is what
         `PostgresSession.unsummarized()` returned, when the caller has read it already."""
+        await self.flush()
         state, rows = fetched if fetched is not None else await self.store.unsummarized()
         turns = group_turns(rows)
         summary, through = state.summary, state.summarized_through_seq
@@ -271,10 +292,12 @@ class TokenAwareSession:
 
     async def repair(self) -> list[str]:
         """Close every tool call left without output (synthetic output "interrupted"); returns their call ids."""
+        await self.flush()
         return await self.store.repair(output=INTERRUPTED_OUTPUT)
 
     async def add_partial_turn(self, items: Iterable[Any]) -> list[str]:
         """After an interrupt: store what the run produced that the SDK did not, then `repair()`."""
+        await self.flush()
         return await self.store.add_partial_turn(items, output=INTERRUPTED_OUTPUT)
 
     async def record_usage(
@@ -289,6 +312,7 @@ class TokenAwareSession:
         needs `get_items()` to have been called on this object (the run read its history through it). Returns the
         view the next turn will see (and records its size in `sessions.context_tokens`).
         """
+        await self.flush()
         run_rows = await self.store.run_rows()
         produced = _last_response(run_rows)
         before = run_rows[: len(run_rows) - len(produced)]

@@ -481,3 +481,50 @@ async def test_a_run_interrupted_before_any_answer_keeps_the_users_message(pool:
     result = await Runner.run(agent, "go on", session=next_run, run_config=RUN_CONFIG)
     assert result.final_output == "Picking up."
     assert model.calls[-1].input == [user("think forever"), user("go on")]
+
+
+async def test_a_run_can_leave_the_context_size_to_its_end_and_read_its_history_ahead(
+    pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
+) -> None:
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=80, reserve_tokens=0)
+    turns = await three_turns(tas)
+    tas.record_context_tokens = False
+    await tas.prefetch()
+    assert await tas.get_items() == turns[1] + turns[2]  # the prefetched rows, fitted like a fresh read
+    assert tas.last_view is not None
+    assert tas.last_view.tokens == 72
+    assert await db.fetchval("SELECT context_tokens FROM sessions WHERE id = $1", session_id) == 0
+    # The prefetched rows serve one `get_items()` only: the next one reads what is stored now.
+    await tas.add_items(as_items(user("again")))
+    assert (await tas.get_items())[-1] == user("again")
+
+
+async def test_a_deferred_write_returns_at_once_and_every_later_call_waits_for_it(
+    pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
+) -> None:
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=200, turn_seq=1)
+    tas.defer_next_write = True
+    async with db.transaction():
+        # The session row is locked elsewhere: the write waits for it, the caller does not.
+        await db.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
+        async with asyncio.timeout(5):
+            await tas.add_items(as_items(user("first")))
+        reading = asyncio.create_task(tas.get_items(limit=5))
+        await asyncio.sleep(0.2)
+        assert not reading.done()  # it waits for the write, which waits for the lock
+    assert await reading == [user("first")]
+    assert not tas.defer_next_write  # one write only: the next one is written before add_items returns
+    await tas.add_items(as_items(assistant("second")))
+    assert await db.fetchval("SELECT count(*) FROM llm_context WHERE session_id = $1", session_id) == 2
+
+
+async def test_a_deferred_write_that_fails_raises_in_the_next_call(
+    pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
+) -> None:
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=200, turn_seq=1)
+    await db.execute("DELETE FROM sessions WHERE id = $1", session_id)
+    tas.defer_next_write = True
+    await tas.add_items(as_items(user("lost")))  # returns: the write fails in the background
+    with pytest.raises(LookupError):
+        await tas.add_items(as_items(assistant("next")))
+    await tas.flush()  # raised once; nothing is pending now
