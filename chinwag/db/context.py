@@ -189,6 +189,24 @@ async def get_state(conn: Conn, *, session_id: str, user_id: str | None = None) 
     return ContextState.from_record(record) if record is not None else None
 
 
+async def unsummarized(conn: Conn, *, session_id: str) -> tuple[ContextState, list[ContextRow]] | None:
+    """`get_state` and the items its summary does not cover (`list_items` after `summarized_through_seq`), in one
+    statement: one round trip, one snapshot. None if the session does not exist."""
+    records = await conn.fetch(
+        "SELECT s.model, s.summary, s.summarized_through_seq, s.context_tokens,"
+        " i.id, i.item, i.tokens, i.turn_seq"
+        " FROM sessions s LEFT JOIN LATERAL ("
+        " SELECT id, item, tokens, turn_seq FROM llm_context WHERE session_id = s.id"
+        " AND (s.summarized_through_seq IS NULL OR turn_seq IS NULL OR turn_seq > s.summarized_through_seq)) i ON true"
+        " WHERE s.id = $1 ORDER BY i.id",
+        session_id,
+    )
+    if not records:
+        return None
+    rows = [ContextRow.from_record(r) for r in records if r["id"] is not None]
+    return ContextState.from_record(records[0]), rows
+
+
 async def save_summary(
     conn: Conn,
     *,

@@ -134,13 +134,12 @@ class PostgresSession:
         return state
 
     async def unsummarized(self) -> tuple[db.ContextState, list[db.ContextRow]]:
-        """The summary columns and the rows that summary does not cover (read after it, so they always match)."""
+        """The summary columns and the rows that summary does not cover (one statement, so they always match)."""
         async with self.pool.acquire() as conn:
-            state = await db.get_state(conn, session_id=self.session_id)
-            if state is None:
-                raise LookupError(f"session {self.session_id} does not exist")
-            rows = await db.list_items(conn, session_id=self.session_id, after_turn_seq=state.summarized_through_seq)
-        return state, rows
+            found = await db.unsummarized(conn, session_id=self.session_id)
+        if found is None:
+            raise LookupError(f"session {self.session_id} does not exist")
+        return found
 
     async def repair(self, *, output: str = "interrupted") -> list[str]:
         """Guarantee that no tool call lacks its output: each dangling call gets a synthetic output (text `output`)
