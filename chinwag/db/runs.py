@@ -63,28 +63,6 @@ async def find_by_client_id(db: Executor, *, session_id: uuid.UUID, client_id: s
     return None if row is None else _record(row)
 
 
-async def insert_running(
-    db: Executor, *, session_id: uuid.UUID, client_id: str | None, owner: str | None = None
-) -> RunRecord:
-    """Take the session's run slot for the process `owner` (its heartbeat starts now). Raises `RunSlotTaken` or
-    `DuplicateClientId` (a unique violation: inside a transaction, that transaction is over; the caller rolls it
-    back and may look the duplicate up after)."""
-    try:
-        row = await db.fetchrow(
-            "INSERT INTO runs (session_id, client_id, owner, heartbeat_at) VALUES ($1, $2, $3, now())"
-            " RETURNING id, session_id, status, client_id, user_message_id",
-            session_id,
-            client_id,
-            owner,
-        )
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "runs_client_id_idx":
-            raise DuplicateClientId(None) from None
-        raise RunSlotTaken() from None
-    assert row is not None
-    return _record(row)
-
-
 async def start_with_message(
     db: Executor,
     *,
@@ -93,9 +71,10 @@ async def start_with_message(
     owner: str | None,
     content: str,
 ) -> tuple[RunRecord, Message]:
-    """`insert_running`, the user message appended (`messages.append_message`) and `mark_started`, in ONE statement:
-    one round trip, atomic without a transaction. Raises `RunSlotTaken` or `DuplicateClientId` like
-    `insert_running` (then nothing is written)."""
+    """Take the session's run slot for the process `owner` (its heartbeat starts now), append the user message (seq
+    from `sessions.message_count`, as `messages.append_message` does) and show the run as the session's active one:
+    ONE statement, one round trip, atomic without a transaction. Raises `RunSlotTaken` (a run is active) or
+    `DuplicateClientId` (the unique indexes of `runs`); then nothing is written."""
     run_id, message_id = uuid.uuid4(), uuid.uuid4()
     try:
         row = await db.fetchrow(
@@ -127,19 +106,6 @@ async def start_with_message(
         id=str(run_id), session_id=str(session_id), status="running", client_id=client_id, user_message_id=row["id"]
     )
     return record, Message.from_record(row)
-
-
-async def mark_started(
-    db: Executor, *, run_id: uuid.UUID, session_id: uuid.UUID, user_message_id: uuid.UUID | str
-) -> None:
-    """The run's user message is in: record it, and show the run as the session's active one (one statement)."""
-    await db.execute(
-        "WITH r AS (UPDATE runs SET user_message_id = $2 WHERE id = $1)"
-        " UPDATE sessions SET active_run_id = $1 WHERE id = $3",
-        run_id,
-        user_message_id,
-        session_id,
-    )
 
 
 async def finish(
