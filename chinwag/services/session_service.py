@@ -18,7 +18,7 @@ from chinwag.db import sessions as sessions_db
 from chinwag.db.sessions import ContextWindow, Executor
 from chinwag.errors import BadRequest, NotFound
 from chinwag.llm.catalog import ModelCatalog
-from chinwag.schemas.messages import Message, MessagePage, MessageStatus, Role, SearchResults, ToolCall
+from chinwag.schemas.messages import Message, MessageStatus, Role, SearchResults, ToolCall
 from chinwag.schemas.sessions import Session, SessionPage, SessionUpdate, TokenUsage
 from chinwag.services.message_utils import SessionCursor, parse_id
 
@@ -135,29 +135,11 @@ class SessionService:
         if self._files is not None:
             await self._files.remove_session_files(session_id=session_id, storage_keys=storage_keys)
 
-    async def messages(
-        self, *, user_id: str, session_id: str, limit: int = 50, before: int | None = None, after: int | None = None
-    ) -> MessagePage:
-        """A page of the session's history, oldest first (see `db.messages.page_messages`)."""
-        if before is not None and after is not None:
-            raise BadRequest("pass either before or after, not both")
-        page = await messages_db.page_messages(
-            self._db,
-            user_id=parse_id(user_id, what="user"),
-            session_id=parse_id(session_id),
-            limit=limit,
-            before=before,
-            after=after,
-        )
-        if page is None:
-            raise NotFound("session not found")
-        items, has_more = page
-        return MessagePage(items=items, has_more=has_more)
-
     async def messages_json(
         self, *, user_id: str, session_id: str, limit: int = 50, before: int | None = None, after: int | None = None
     ) -> bytes:
-        """`messages`, already encoded as `MessagePage` JSON (the history route's hot path)."""
+        """A page of the session's history, oldest first, encoded as `MessagePage` JSON (the history route's hot path;
+        see `db.messages.page_messages_json`)."""
         if before is not None and after is not None:
             raise BadRequest("pass either before or after, not both")
         page = await messages_db.page_messages_json(

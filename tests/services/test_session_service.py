@@ -50,7 +50,7 @@ async def test_get_and_check_owner_hide_other_users_sessions(
         with pytest.raises(NotFound):
             await sessions.delete(user_id=user_id, session_id=session_id)
         with pytest.raises(NotFound):
-            await sessions.messages(user_id=user_id, session_id=session_id)
+            await sessions.messages_json(user_id=user_id, session_id=session_id)
 
 
 async def test_models_must_be_offered(app_pool: asyncpg.Pool, service_settings: Settings) -> None:
