@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     default_model: str | None = None
     instructions: str = "You are a helpful assistant."
     max_turns: int = Field(default=20, ge=1, le=200)
+    max_output_tokens: int = Field(default=4096, ge=1, le=1_000_000)
+    """The most tokens one model answer may take; never more than the model's window leaves after the context."""
 
     mcp_config: Path | None = None
 

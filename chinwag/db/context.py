@@ -35,6 +35,8 @@ class ContextState:
     summary: str | None
     summarized_through_seq: int | None
     context_tokens: int
+    summary_failed_through_seq: int | None = None
+    """The boundary of the last summary the model failed to make (not asked for again until the history moves)."""
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ContextState:
@@ -43,6 +45,7 @@ class ContextState:
             summary=row["summary"],
             summarized_through_seq=row["summarized_through_seq"],
             context_tokens=row["context_tokens"],
+            summary_failed_through_seq=row["summary_failed_through_seq"],
         )
 
 
@@ -50,6 +53,7 @@ Conn = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
 OneConn = asyncpg.Connection | PoolConnectionProxy
 
 _ROW = "id, item, tokens, turn_seq"
+_STATE = "model, summary, summarized_through_seq, context_tokens, summary_failed_through_seq"
 
 
 async def lock_session_turn(conn: OneConn, *, session_id: str) -> int | None:
@@ -176,13 +180,10 @@ async def clear(conn: OneConn, *, session_id: str) -> None:
 async def get_state(conn: Conn, *, session_id: str, user_id: str | None = None) -> ContextState | None:
     """The Layer 1 columns of a session; with `user_id`, only when that user owns it."""
     if user_id is None:
-        record = await conn.fetchrow(
-            "SELECT model, summary, summarized_through_seq, context_tokens FROM sessions WHERE id = $1", session_id
-        )
+        record = await conn.fetchrow(f"SELECT {_STATE} FROM sessions WHERE id = $1", session_id)
     else:
         record = await conn.fetchrow(
-            "SELECT model, summary, summarized_through_seq, context_tokens FROM sessions"
-            " WHERE id = $1 AND user_id = $2",
+            f"SELECT {_STATE} FROM sessions WHERE id = $1 AND user_id = $2",
             session_id,
             user_id,
         )
@@ -193,7 +194,7 @@ async def unsummarized(conn: Conn, *, session_id: str) -> tuple[ContextState, li
     """`get_state` and the items its summary does not cover (`list_items` after `summarized_through_seq`), in one
     statement: one round trip, one snapshot. None if the session does not exist."""
     records = await conn.fetch(
-        "SELECT s.model, s.summary, s.summarized_through_seq, s.context_tokens,"
+        "SELECT s.model, s.summary, s.summarized_through_seq, s.context_tokens, s.summary_failed_through_seq,"
         " i.id, i.item, i.tokens, i.turn_seq"
         " FROM sessions s LEFT JOIN LATERAL ("
         " SELECT id, item, tokens, turn_seq FROM llm_context WHERE session_id = s.id"
@@ -218,7 +219,7 @@ async def save_summary(
     """Store a new summary unless another writer moved the boundary since it was read."""
     status: str = await conn.execute(
         """
-        UPDATE sessions SET summary = $2, summarized_through_seq = $3
+        UPDATE sessions SET summary = $2, summarized_through_seq = $3, summary_failed_through_seq = NULL
         WHERE id = $1 AND summarized_through_seq IS NOT DISTINCT FROM $4
         """,
         session_id,
@@ -227,6 +228,10 @@ async def save_summary(
         expected_through_seq,
     )
     return status == "UPDATE 1"
+
+
+async def set_summary_failed(conn: Conn, *, session_id: str, through_seq: int) -> None:
+    await conn.execute("UPDATE sessions SET summary_failed_through_seq = $2 WHERE id = $1", session_id, through_seq)
 
 
 async def set_context_tokens(conn: Conn, *, session_id: str, tokens: int) -> None:

@@ -15,13 +15,17 @@ from chinwag.db.sessions import Executor
 from chinwag.schemas.messages import Message, MessagePage, MessageStatus, Role, SearchHit, ToolCall
 from chinwag.schemas.sessions import TokenUsage
 
+# `Message`'s fields, in order (`MessagePage.encode_records` relies on it).
+_RETURNING = (
+    " RETURNING id::text AS id, seq, role, content, status, tool, run_id::text AS run_id, client_id, usage,"
+    " finish_reason, created_at"
+)
 _APPEND = (
     "WITH s AS ("
     " UPDATE sessions SET message_count = message_count + 1, updated_at = now() WHERE id = $1"
     " RETURNING message_count)"
     " INSERT INTO messages (session_id, seq, role, content, status, tool, run_id, client_id, usage)"
-    " SELECT $1, s.message_count, $2, $3, $4, $5, $6, $7, $8 FROM s"
-    " RETURNING id::text AS id, seq, role, content, status, tool, run_id::text AS run_id, client_id, usage, created_at"
+    " SELECT $1, s.message_count, $2, $3, $4, $5, $6, $7, $8 FROM s" + _RETURNING
 )
 
 # History pages: keyset on the (session_id, seq) unique index, never OFFSET; one row more than asked says has_more.
@@ -30,22 +34,22 @@ _APPEND = (
 # Public so that bench/history.py can EXPLAIN exactly what the server runs.
 PAGE_NEWEST = (
     "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
-    " m.usage, m.created_at FROM sessions s LEFT JOIN LATERAL ("
-    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, created_at FROM messages"
+    " m.usage, m.finish_reason, m.created_at FROM sessions s LEFT JOIN LATERAL ("
+    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, created_at FROM messages"
     " WHERE session_id = s.id ORDER BY seq DESC LIMIT $3) m ON true"
     " WHERE s.id = $1 AND s.user_id = $2"
 )
 PAGE_BEFORE = (
     "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
-    " m.usage, m.created_at FROM sessions s LEFT JOIN LATERAL ("
-    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, created_at FROM messages"
+    " m.usage, m.finish_reason, m.created_at FROM sessions s LEFT JOIN LATERAL ("
+    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, created_at FROM messages"
     " WHERE session_id = s.id AND seq < $3 ORDER BY seq DESC LIMIT $4) m ON true"
     " WHERE s.id = $1 AND s.user_id = $2"
 )
 PAGE_AFTER = (
     "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
-    " m.usage, m.created_at FROM sessions s LEFT JOIN LATERAL ("
-    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, created_at FROM messages"
+    " m.usage, m.finish_reason, m.created_at FROM sessions s LEFT JOIN LATERAL ("
+    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, created_at FROM messages"
     " WHERE session_id = s.id AND seq > $3 ORDER BY seq LIMIT $4) m ON true"
     " WHERE s.id = $1 AND s.user_id = $2"
 )
@@ -108,18 +112,19 @@ async def update_message(
     status: MessageStatus,
     usage: TokenUsage | None = None,
     tool: ToolCall | None = None,
+    finish_reason: str | None = None,
 ) -> Message | None:
-    """Rewrite a message's content and status (a streaming checkpoint, the end of a run); `usage` and `tool` are
-    left as they are when None. Returns None if the message is gone."""
+    """Rewrite a message's content and status (a streaming checkpoint, the end of a run); `usage`, `tool` and
+    `finish_reason` are left as they are when None. Returns None if the message is gone."""
     row = await db.fetchrow(
         "UPDATE messages SET content = $2, status = $3, usage = coalesce($4, usage), tool = coalesce($5, tool),"
-        " updated_at = now() WHERE id = $1 RETURNING id::text AS id, seq, role, content, status, tool,"
-        " run_id::text AS run_id, client_id, usage, created_at",
+        " finish_reason = coalesce($6, finish_reason), updated_at = now() WHERE id = $1" + _RETURNING,
         message_id,
         storable_text(content),
         status,
         None if usage is None else usage.model_dump(),
         _tool_json(tool),
+        finish_reason,
     )
     return None if row is None else Message.from_record(row)
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
@@ -26,7 +26,8 @@ from agents import set_tracing_disabled
 from agents.models.interface import Model, ModelProvider
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.models.openai_responses import OpenAIResponsesModel
-from openai import AsyncAzureOpenAI, AsyncOpenAI
+from openai import AsyncAzureOpenAI, AsyncOpenAI, omit
+from openai.types.chat import ChatCompletionChunk
 
 from chinwag.config import Settings, SettingsError
 from chinwag.llm.catalog import ModelCatalog
@@ -44,13 +45,56 @@ MAX_RETRIES = 2
 LlmApi = Literal["chat_completions", "responses"]
 
 
+class _FinishReasons:
+    """Wraps a Chat Completions chunk stream and notes the provider's `finish_reason` of choice 0 as it passes.
+
+    The SDK's stream handler turns a `finish_reason: "length"` answer into an ordinary completed response, so a cut
+    answer would look finished; the run reads `RunModelProvider.cut` instead. Everything else is the wrapped
+    stream's (`close()`, `response`, ...)."""
+
+    def __init__(self, stream: Any, provider: RunModelProvider) -> None:
+        self._stream = stream
+        self._provider = provider
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        async for chunk in self._stream:
+            for choice in chunk.choices:
+                if choice.index == 0 and choice.finish_reason is not None:
+                    self._provider.cut = choice.finish_reason == "length"
+            yield chunk
+
+
+class _ChatCompletionsModel(OpenAIChatCompletionsModel):
+    """The SDK's Chat Completions model, telling its provider how each streamed answer finished."""
+
+    def __init__(self, *, model: str, openai_client: AsyncOpenAI, provider: RunModelProvider) -> None:
+        super().__init__(model=model, openai_client=openai_client)
+        self._provider = provider
+
+    async def _fetch_response(self, *args: Any, **kwargs: Any) -> Any:
+        # openai-agents 0.24: `stream_response` gets `(response, stream)` from here and iterates the stream.
+        fetched = await super()._fetch_response(*args, **kwargs)
+        if kwargs.get("stream") and isinstance(fetched, tuple):
+            response, stream = fetched
+            self._provider.cut = False
+            return response, _FinishReasons(stream, self._provider)
+        return fetched
+
+
 class RunModelProvider(ModelProvider):
-    """The Agents SDK model provider of one run: every model it hands out talks through this run's own client."""
+    """The Agents SDK model provider of one run: every model it hands out talks through this run's own client.
+
+    `cut` says whether the last streamed Chat Completions answer ended with `finish_reason: "length"` (the Responses
+    API says so with its own `response.incomplete` event)."""
 
     def __init__(self, client: AsyncOpenAI, *, api: LlmApi, default_model: str) -> None:
         self.client = client
         self.api: LlmApi = api
         self.default_model = default_model
+        self.cut = False
         self._models: dict[str, Model] = {}
 
     def get_model(self, model_name: str | None) -> Model:
@@ -60,7 +104,7 @@ class RunModelProvider(ModelProvider):
             if self.api == "responses":
                 model = OpenAIResponsesModel(model=name, openai_client=self.client)
             else:
-                model = OpenAIChatCompletionsModel(model=name, openai_client=self.client)
+                model = _ChatCompletionsModel(model=name, openai_client=self.client, provider=self)
             self._models[name] = model
         return model
 
@@ -165,16 +209,23 @@ class LlmClients:
             finally:
                 self._open_clients -= 1
 
-    async def complete(self, *, model: str, instructions: str, prompt: str) -> str:
-        """One non-streamed answer (titles, summaries), on a client of its own. `openai` errors propagate."""
+    async def complete(self, *, model: str, instructions: str, prompt: str, max_tokens: int | None = None) -> str:
+        """One non-streamed answer (titles, summaries), on a client of its own, at most `max_tokens` long.
+        `openai` errors propagate."""
         async with self.run_provider() as provider:
             client = provider.client
             if self.api == "responses":
-                response = await client.responses.create(model=model, instructions=instructions, input=prompt)
+                response = await client.responses.create(
+                    model=model,
+                    instructions=instructions,
+                    input=prompt,
+                    max_output_tokens=max_tokens if max_tokens is not None else omit,
+                )
                 return response.output_text
             completion = await client.chat.completions.create(
                 model=model,
                 messages=[{"role": "system", "content": instructions}, {"role": "user", "content": prompt}],
+                max_tokens=max_tokens if max_tokens is not None else omit,
             )
             if not completion.choices:
                 return ""

@@ -14,6 +14,7 @@ from chinwag.schemas.sessions import TokenUsage
 
 Role = Literal["user", "assistant", "tool"]
 MessageStatus = Literal["complete", "streaming", "interrupted", "error"]
+FinishReason = Literal["stop", "length", "interrupted", "error", "max_turns"]
 
 
 class ToolCall(BaseModel):
@@ -38,6 +39,8 @@ class Message(BaseModel):
     run_id: str | None
     client_id: str | None
     usage: TokenUsage | None
+    finish_reason: FinishReason | None = None
+    """Of an assistant message: how its run ended (as in `assistant_end`); null while streaming and on others."""
     created_at: datetime
 
     @classmethod

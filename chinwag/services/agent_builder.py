@@ -29,6 +29,9 @@ TITLE_INSTRUCTIONS = (
     " no punctuation at the end."
 )
 TITLE_TIMEOUT_S = 30.0
+TITLE_MAX_TOKENS = 20
+"""A title is a few words: a model that rambles is cut here (and a slow one is not waited on for a paragraph)."""
+TITLE_MAX_WORDS = 8
 TITLE_MAX_CHARS = 80
 TITLE_EXCERPT_CHARS = 2000
 
@@ -59,7 +62,7 @@ class LlmSource(Protocol):
 
     def run_provider(self) -> AbstractAsyncContextManager[ModelProvider]: ...
 
-    async def complete(self, *, model: str, instructions: str, prompt: str) -> str: ...
+    async def complete(self, *, model: str, instructions: str, prompt: str, max_tokens: int | None = None) -> str: ...
 
 
 class _NoTools:
@@ -112,10 +115,27 @@ def build_agent(*, settings: Settings, session: Session, files: FileContext, too
 
 
 def overhead_tokens(agent: Agent[Any], counter: ItemCounter) -> int:
-    """Offline count of what each model call gets besides the history: instructions and function tool schemas."""
+    """Offline count of what each model call gets besides the history: the instructions (file context included)
+    and every tool's definition as the request carries it, the MCP servers' tools as well as the function tools.
+
+    MCP tools are taken from what the pool listed when it started the server (`cached_tools`): no round trip."""
     instructions = agent.instructions if isinstance(agent.instructions, str) else ""
-    schemas = json.dumps([getattr(t, "params_json_schema", None) for t in agent.tools])
-    return counter.count_text(instructions) + counter.count_text(schemas)
+    definitions: list[dict[str, Any]] = [
+        _tool_definition(t.name, getattr(t, "description", ""), getattr(t, "params_json_schema", None))
+        for t in agent.tools
+    ]
+    for server in agent.mcp_servers:
+        for tool in getattr(server, "cached_tools", None) or []:
+            definitions.append(_tool_definition(tool.name, tool.description or "", tool.input_schema))
+    total = counter.count_text(instructions)
+    if definitions:
+        total += counter.count_text("\n".join(json.dumps(d, ensure_ascii=False) for d in definitions))
+    return total
+
+
+def _tool_definition(name: str, description: str, parameters: Any) -> dict[str, Any]:
+    """A tool as a Chat Completions request defines it (the Responses API's flat form has the same text)."""
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
 
 
 def title_prompt(user_text: str, answer: str) -> str:
@@ -123,11 +143,25 @@ def title_prompt(user_text: str, answer: str) -> str:
 
 
 def clean_title(raw: str) -> str:
-    title = " ".join(raw.strip().split())
-    title = title.strip("\"'`*#").strip()
+    """A model's answer as a title: its first non-empty line, without a `Title:` label, quotes, Markdown emphasis
+    or trailing punctuation, at most `TITLE_MAX_WORDS` words."""
+    line = next((ln for ln in raw.splitlines() if ln.strip(" \t\"'`*#")), "")
+    title = " ".join(line.split()).strip("\"'`*#").strip()
     if title.lower().startswith("title:"):
-        title = title[6:].strip()
-    title = title.rstrip(".")
+        title = title[6:].strip().strip("\"'`*#").strip()
+    title = title.rstrip(".!?,;:").strip("\"'`*#").strip()
+    return _bounded(title)
+
+
+def fallback_title(user_text: str) -> str:
+    """The session's title when the model gave none: the start of the user's first message."""
+    return _bounded(" ".join(user_text.split()))
+
+
+def _bounded(title: str) -> str:
+    words = title.split()
+    if len(words) > TITLE_MAX_WORDS:
+        title = " ".join(words[:TITLE_MAX_WORDS]).rstrip(".!?,;:") + "…"
     if len(title) > TITLE_MAX_CHARS:
         title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
     return title

@@ -39,6 +39,19 @@ def to_json_item(item: Any) -> Item:
     return cast(Item, _scrub(dict(item)))
 
 
+def canonical(item: Item) -> Item:
+    """The exact typed shape both APIs document for an item: a message always says `"type": "message"`.
+
+    The OpenAI Responses API accepts a bare `{role, content}` message, but other servers implementing it (llama.cpp's
+    `/v1/responses`) refuse an item without its type, and a session whose history holds one could never take another
+    turn there. Applied to every stored item as it is read for the model, so histories written before this rule
+    (and the SDK's own `{role, content}` input items) are sent in the typed shape too.
+    """
+    if "type" not in item and isinstance(item.get("role"), str) and "content" in item:
+        return {"type": "message", **item}
+    return item
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd") if "\x00" in value else value
@@ -89,14 +102,35 @@ def synthetic_output(call: Mapping[str, Any], output: str) -> Item:
 
 
 def replayable(item: Item) -> Item:
-    """An assistant message built by hand (no provider id) as the plain `{role, content}` form, which both the
-    Responses and the Chat Completions paths of the SDK accept; an output message without its id is refused."""
-    if item.get("type") == "message" and item.get("role") == "assistant" and "id" not in item:
+    """An assistant message built by hand (no provider id) as the input message form
+    `{"type": "message", "role": "assistant", "content": text}`, which both APIs (and the SDK's Chat Completions
+    converter) accept; an output message (content parts) without its provider id is refused by the Responses API."""
+    if item.get("role") == "assistant" and item.get("type", "message") == "message" and "id" not in item:
         content = item.get("content")
         if isinstance(content, list):
             content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-        return {"role": "assistant", "content": content if isinstance(content, str) else ""}
+        return assistant_message(content if isinstance(content, str) else "")
     return item
+
+
+def assistant_message(text: str) -> Item:
+    """An assistant message written by chinwag (a partial answer), in the typed input shape."""
+    return {"type": "message", "role": "assistant", "content": text}
+
+
+def plain_item(item: Mapping[str, Any]) -> Item | None:
+    """The item as a plain text message that any OpenAI-compatible server takes (None: nothing to keep): messages
+    keep their role and text, a tool call and its result become assistant notes, reasoning is dropped. The last resort
+    for a history a provider refuses."""
+    kind = item.get("type", "message")
+    if kind == "message" and isinstance(item.get("role"), str):
+        text = _content_text(item.get("content"))
+        return {"type": "message", "role": item["role"], "content": text} if text else None
+    if call_id_of_call(item) is not None:
+        return assistant_message(f"[called the tool {item.get('name', kind)} with {item.get('arguments', '')}]")
+    if call_id_of_output(item) is not None:
+        return assistant_message(f"[the tool answered: {_content_text(item.get('output'))}]")
+    return None
 
 
 def without_id(item: Mapping[str, Any]) -> Item:
@@ -105,7 +139,7 @@ def without_id(item: Mapping[str, Any]) -> Item:
 
 def summary_item(summary: str) -> Item:
     """The one item that stands for the summarized turns: a system message marked as a summary."""
-    return {"role": "system", "content": f"{SUMMARY_PREFIX}\n\n{summary}"}
+    return {"type": "message", "role": "system", "content": f"{SUMMARY_PREFIX}\n\n{summary}"}
 
 
 def is_summary_item(item: Any) -> bool:

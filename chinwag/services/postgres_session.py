@@ -19,7 +19,9 @@ from chinwag.services.context_items import (
     call_id_of_call,
     call_id_of_output,
     can_close,
+    canonical,
     is_user_message,
+    plain_item,
     replayable,
     synthetic_output,
     to_json_item,
@@ -182,6 +184,25 @@ class PostgresSession:
         logger.info("session %s: closed %d dangling tool calls", self.session_id, len(closed))
         return closed
 
+    async def flatten(self) -> None:
+        """Rewrite every stored item as a plain text message (`plain_item`), in place: same turns, recounted."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await db.lock_session_turn(conn, session_id=self.session_id)
+            rows = await db.list_items(conn, session_id=self.session_id)
+            if not rows:
+                return
+            new_rows: list[tuple[Item, int, int | None]] = []
+            origin: list[int] = []
+            for row in rows:
+                item = plain_item(row.item)
+                if item is not None:
+                    new_rows.append((item, self.counter.count_item(item), row.turn_seq))
+                    origin.append(row.id)
+            ids = await db.replace_from(conn, session_id=self.session_id, from_id=rows[0].id, rows=new_rows)
+        mine = set(self.added_ids)
+        self.added_ids = [new for new, old in zip(ids, origin, strict=True) if old in mine]
+        logger.warning("session %s: history rewritten as %d plain messages", self.session_id, len(new_rows))
+
     async def run_rows(self) -> list[db.ContextRow]:
         """The rows this object added (the current run's items), oldest first."""
         if not self.added_ids:
@@ -196,7 +217,7 @@ class PostgresSession:
         Returns the call ids that were closed."""
         stored = await self.run_rows()
         seen_calls = {(r.item.get("type"), r.item.get("call_id")) for r in stored if r.item.get("call_id")}
-        seen_items = [without_id(r.item) for r in stored]
+        seen_items = [canonical(without_id(r.item)) for r in stored]
         fresh: list[Item] = []
         for raw in items:
             item = replayable(to_json_item(raw))
@@ -205,7 +226,7 @@ class PostgresSession:
                 if key in seen_calls:
                     continue
                 seen_calls.add(key)
-            elif without_id(item) in seen_items:
+            elif canonical(without_id(item)) in seen_items:
                 continue
             fresh.append(item)
         await self.add_json_items(fresh)

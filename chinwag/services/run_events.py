@@ -45,7 +45,12 @@ class ModelTurnEnded:
     """The model response is complete: its text is now an item the SDK stores."""
 
 
-Mapped = str | ToolStarted | ToolFinished | ModelTurnStarted | ModelTurnEnded | None
+@dataclass(frozen=True, slots=True)
+class ModelTurnCut:
+    """The model response stopped at the output cap (Responses API `response.incomplete`)."""
+
+
+Mapped = str | ToolStarted | ToolFinished | ModelTurnStarted | ModelTurnEnded | ModelTurnCut | None
 
 
 def map_stream_event(event: StreamEvent) -> Mapped:
@@ -60,6 +65,10 @@ def map_stream_event(event: StreamEvent) -> Mapped:
             return ModelTurnStarted()
         if kind == "response.completed":
             return ModelTurnEnded()
+        if kind == "response.incomplete":
+            details = getattr(getattr(data, "response", None), "incomplete_details", None)
+            if getattr(details, "reason", None) == "max_output_tokens":
+                return ModelTurnCut()
         return None
     if isinstance(event, RunItemStreamEvent):
         item = event.item
@@ -122,11 +131,32 @@ def _field(raw: Any, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+PROVIDER_MESSAGE_MAX_CHARS = 300
+
+
+def provider_message(exc: openai.APIStatusError) -> str:
+    """What the provider said about a refused request (its `error.message`), short enough for a log line or an
+    `error` frame; empty when it said nothing."""
+    body = exc.body
+    message: Any = None
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else inner
+    if not isinstance(message, str) or not message.strip():
+        return ""
+    text = " ".join(message.split())
+    if len(text) > PROVIDER_MESSAGE_MAX_CHARS:
+        text = text[: PROVIDER_MESSAGE_MAX_CHARS - 1] + "…"
+    return text
+
+
 def classify_error(exc: BaseException) -> tuple[ErrorCode, str, bool]:
     """(code, message for the user, retryable) of what ended a run."""
     if isinstance(exc, openai.APIStatusError):
         retryable = exc.status_code == 429 or exc.status_code >= 500
-        return "llm_error", f"The model provider answered {exc.status_code}.", retryable
+        said = provider_message(exc)
+        text = f"The model provider answered {exc.status_code}" + (f": {said}" if said else ".")
+        return "llm_error", text, retryable
     if isinstance(
         exc, openai.APITimeoutError | openai.APIConnectionError | httpx.TransportError | httpx2.TransportError
     ):

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import MaxTurnsExceeded, RunConfig, Runner, RunResultStreaming
+import openai
+from agents import Agent, MaxTurnsExceeded, RunConfig, Runner, RunResultStreaming
+from agents.exceptions import ModelBehaviorError
+from agents.models.interface import ModelProvider
 
 from chinwag.db import runs as runs_db
 from chinwag.schemas.messages import Message, MessageStatus, ToolCall
@@ -25,27 +29,33 @@ from chinwag.schemas.sessions import Session, SessionUpdate, TokenUsage
 from chinwag.services.agent_builder import (
     FILE_BUDGET_SHARE,
     TITLE_INSTRUCTIONS,
+    TITLE_MAX_TOKENS,
     TITLE_TIMEOUT_S,
     McpToolsLike,
     RunDeps,
     build_agent,
     clean_title,
+    fallback_title,
     no_mcp,
     overhead_tokens,
     title_prompt,
 )
+from chinwag.services.context_items import assistant_message
 from chinwag.services.file_context import FileContext, build_file_context
 from chinwag.services.run_events import (
+    ModelTurnCut,
     ModelTurnEnded,
     ModelTurnStarted,
     ToolFinished,
     ToolStarted,
     classify_error,
     map_stream_event,
+    provider_message,
 )
 from chinwag.services.session_service import SessionService, context_windows
 from chinwag.services.token_aware_session import (
     SUMMARY_INSTRUCTIONS,
+    SUMMARY_MAX_TOKENS,
     TokenAwareSession,
     summary_prompt,
 )
@@ -56,16 +66,20 @@ from chinwag.websocket.runs import RunChannel
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY_S = 1.0
+OUTPUT_MARGIN_TOKENS = 16
+"""Kept free besides the answer: offline counts differ a little from the provider's."""
 INTERRUPTED_TOOL_OUTPUT = "interrupted"
 
 _STATUS: dict[FinishReason, MessageStatus] = {
     "stop": "complete",
+    "length": "complete",
     "max_turns": "complete",
     "interrupted": "interrupted",
     "error": "error",
 }
 _RUN_STATUS: dict[FinishReason, runs_db.RunStatus] = {
     "stop": "complete",
+    "length": "complete",
     "max_turns": "max_turns",
     "interrupted": "interrupted",
     "error": "error",
@@ -88,6 +102,9 @@ class RunState:
     """Index in `parts` where the current model response's text begins."""
     open_tools: dict[str, _OpenTool] = field(default_factory=dict)
     usage: TokenUsage = field(default_factory=TokenUsage)
+    cut: bool = False
+    """The provider cut the answer (output cap or window): the run ends with `finish_reason: "length"`."""
+    tools_started: int = 0
 
     @property
     def text(self) -> str:
@@ -120,6 +137,9 @@ class ChatRun:
         self._task: asyncio.Task[Any] | None = None
         self._setting_up = False
         self._interrupt_cancelled = False
+        self._partial = False
+        """The SDK dropped the last turn (an answer cut by `response.incomplete`): Layer 1 keeps its text."""
+        self._retried = False
 
     # --- wiring
 
@@ -191,15 +211,22 @@ class ChatRun:
         except MaxTurnsExceeded:
             finish = "max_turns"
         except Exception as exc:
-            finish = "error"
-            error = classify_error(exc)
-            if error[0] == "internal":
-                logger.exception("run %s failed", self.run_id)
+            if self.state.cut and isinstance(exc, ModelBehaviorError):
+                # The Responses API ends a cut answer with `response.incomplete`, which the SDK raises: the text so
+                # far is the answer, kept in the model's context like an interrupted one.
+                self._partial = True
             else:
-                logger.warning("run %s: model error: %s", self.run_id, exc)
+                finish = "error"
+                error = classify_error(exc)
+                if error[0] == "internal":
+                    logger.exception("run %s failed", self.run_id)
+                else:
+                    logger.warning("run %s: model error: %s", self.run_id, error[1])
         self._setting_up = False
         if cancelled or self.interrupted.is_set():
             finish, error = "interrupted", None
+        elif self.state.cut and finish != "error":
+            finish = "length"
         try:
             await self._finish(sessions, finish, error)
         except Exception:
@@ -227,6 +254,7 @@ class ChatRun:
         # model request waits for neither.
         layer1.record_context_tokens = False
         layer1.defer_next_write = True
+        layer1.summary_overhead_tokens = self.deps.llm.counter.count_text(SUMMARY_INSTRUCTIONS) + 32
         assistant, files, prefetched = await asyncio.gather(
             sessions.append_message(
                 session_id=self.session.id, role="assistant", content="", status="streaming", run_id=self.run_id
@@ -264,26 +292,73 @@ class ChatRun:
             self._overhead_tokens = overhead_tokens(agent, self.deps.llm.counter)
             # Instructions (file context included) and tool schemas share the window with the history.
             layer1.overhead_tokens = self._overhead_tokens
+            agent.model_settings = dataclasses.replace(agent.model_settings, max_tokens=self._output_cap(layer1))
             if self.interrupted.is_set():
                 return
-            result = Runner.run_streamed(
-                agent,
-                self.user_message.content if self.user_message else "",
-                session=layer1,
-                max_turns=settings.max_turns,
-                run_config=RunConfig(model_provider=provider, tracing_disabled=True),
-            )
-            self._result = result
-            self._setting_up = False
-            if self.interrupted.is_set():
-                result.cancel("immediate")
+            content = self.user_message.content if self.user_message else ""
             try:
-                await self._consume(result, tools, sessions)
-            finally:
-                usage = result.context_wrapper.usage
-                self.state.usage = TokenUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
-                if not result.is_complete:
-                    result.cancel("immediate")
+                await self._stream_once(agent, content, layer1, tools, sessions, provider)
+            except openai.BadRequestError as exc:
+                if not self._may_retry_plain(exc):
+                    raise
+                # The provider refused the request, and the history is what differs from a first turn: send it once
+                # more as plain text messages (rewritten in Layer 1, so later turns send that form too).
+                logger.warning(
+                    "run %s: the model provider refused the history (%s); retrying once with it as plain text",
+                    self.run_id,
+                    provider_message(exc),
+                )
+                await layer1.flatten()
+                await self._stream_once(agent, [], layer1, tools, sessions, provider)
+
+    async def _stream_once(
+        self,
+        agent: Agent[Any],
+        content: str | list[Any],
+        layer1: TokenAwareSession,
+        tools: McpToolsLike,
+        sessions: SessionService,
+        provider: ModelProvider,
+    ) -> None:
+        """One `Runner.run_streamed` of the agent, its events consumed; `content` is the new input (empty when the
+        SDK already stored it, on a retry)."""
+        result = Runner.run_streamed(
+            agent,
+            content,
+            session=layer1,
+            max_turns=self.deps.settings.max_turns,
+            run_config=RunConfig(model_provider=provider, tracing_disabled=True),
+        )
+        self._result = result
+        self._setting_up = False
+        if self.interrupted.is_set():
+            result.cancel("immediate")
+        try:
+            await self._consume(result, tools, sessions)
+        finally:
+            usage = result.context_wrapper.usage
+            self.state.usage = TokenUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+            # `RunModelProvider.cut`: the Chat Completions answer ended with `finish_reason: "length"`.
+            self.state.cut = self.state.cut or bool(getattr(provider, "cut", False))
+            if not result.is_complete:
+                result.cancel("immediate")
+
+    def _output_cap(self, layer1: TokenAwareSession) -> int:
+        """The most tokens the answer may take: `max_output_tokens`, never more than the window leaves after the
+        instructions, tools, history (at most the budget) and the new message."""
+        window = layer1.context_window
+        message = self.deps.llm.counter.count_text(self.user_message.content if self.user_message else "")
+        left = window - self._overhead_tokens - layer1.history_bound() - message - OUTPUT_MARGIN_TOKENS
+        return max(1, min(self.deps.settings.max_output_tokens, left))
+
+    def _may_retry_plain(self, exc: openai.BadRequestError) -> bool:
+        """Whether a 400 may be the history's fault and worth one retry: nothing streamed yet, not retried before,
+        and the model was sent more than the new message."""
+        view = self._layer1.last_view if self._layer1 is not None else None
+        if self._retried or self.interrupted.is_set() or self.state.parts or self.state.tools_started:
+            return False
+        self._retried = True
+        return view is not None and len(view.items) > 0
 
     async def _consume(self, result: RunResultStreaming, tools: McpToolsLike, sessions: SessionService) -> None:
         last_checkpoint = time.monotonic()
@@ -305,10 +380,13 @@ class ChatRun:
                     )
             elif isinstance(mapped, ModelTurnStarted | ModelTurnEnded):
                 state.turn_start = len(state.parts)
+            elif isinstance(mapped, ModelTurnCut):
+                state.cut = True
             elif isinstance(mapped, ToolStarted):
                 if mapped.call_id in state.open_tools:
                     continue  # announced once
                 state.open_tools[mapped.call_id] = _OpenTool(name=mapped.name, arguments=mapped.arguments)
+                state.tools_started += 1
                 await self._emit(
                     {
                         "type": "tool_start",
@@ -358,11 +436,17 @@ class ChatRun:
         for call_id, tool in list(state.open_tools.items()):
             await self._close_tool(sessions, call_id, tool, output=INTERRUPTED_TOOL_OUTPUT, ok=False, interrupted=True)
         state.open_tools.clear()
-        if finish == "interrupted":
+        if finish == "interrupted" or self._partial:
             await self._keep_partial_answer()
+        if finish in ("interrupted", "error") or self._partial:
+            self._count_unfinished_turn()
         if self.assistant_message_id:
             await sessions.update_message(
-                message_id=self.assistant_message_id, content=state.text, status=_STATUS[finish], usage=state.usage
+                message_id=self.assistant_message_id,
+                content=state.text,
+                status=_STATUS[finish],
+                usage=state.usage,
+                finish_reason=finish,
             )
         context_tokens = await self._context_tokens(finish)
         await sessions.add_usage(
@@ -409,11 +493,25 @@ class ChatRun:
         if self._result is not None:
             items.extend(item.to_input_item() for item in self._result.new_items)
         if self.state.turn_text.strip():
-            items.append({"role": "assistant", "content": self.state.turn_text})
+            items.append(assistant_message(self.state.turn_text))
         try:
             await self._layer1.add_partial_turn(items)
         except Exception:
             logger.exception("run %s: could not keep the partial turn in the model's context", self.run_id)
+
+    def _count_unfinished_turn(self) -> None:
+        """An answer cut short never got the provider's usage for its last model call: count what was sent and what
+        was streamed offline, so the session's usage is not 0/0 for tokens that were spent."""
+        counter = self.deps.llm.counter
+        usage = self.state.usage
+        output = usage.output_tokens + counter.count_text(self.state.turn_text)
+        input_tokens = usage.input_tokens
+        view = self._layer1.last_view if self._layer1 is not None else None
+        if view is not None and (self.state.turn_text or self._result is not None):
+            message = counter.count_text(self.user_message.content if self.user_message else "")
+            if input_tokens == 0:
+                input_tokens = self._overhead_tokens + view.tokens + message
+        self.state.usage = TokenUsage(input_tokens=input_tokens, output_tokens=output)
 
     async def _context_tokens(self, finish: FinishReason) -> int | None:
         """The size of what the model sees next turn (None when Layer 1 was not opened). After a finished run the
@@ -437,22 +535,38 @@ class ChatRun:
         return view.tokens
 
     async def _summarize(self, items: list[Any]) -> str:
+        window = context_windows(self.deps.settings)(self.session.model)
         return await self.deps.llm.complete(
-            model=self.session.model, instructions=SUMMARY_INSTRUCTIONS, prompt=summary_prompt(items)
+            model=self.session.model,
+            instructions=SUMMARY_INSTRUCTIONS,
+            prompt=summary_prompt(items),
+            max_tokens=min(SUMMARY_MAX_TOKENS, window // 4),
         )
 
     async def _auto_title(self, sessions: SessionService) -> None:
-        """Name the session after its first exchange; a failure here never fails the run."""
+        """Name the session after its first exchange (the start of the first message when the model gives no
+        title); a failure here never fails the run."""
         try:
             current = await sessions.get(user_id=self.user_id, session_id=self.session.id)
             if current.title or self.user_message is None:
                 return
-            prompt = title_prompt(self.user_message.content, self.state.text)
-            async with asyncio.timeout(TITLE_TIMEOUT_S):
-                raw = await self.deps.llm.complete(
-                    model=self.session.model, instructions=TITLE_INSTRUCTIONS, prompt=prompt
+            try:
+                prompt = title_prompt(self.user_message.content, self.state.text)
+                async with asyncio.timeout(TITLE_TIMEOUT_S):
+                    raw = await self.deps.llm.complete(
+                        model=self.session.model,
+                        instructions=TITLE_INSTRUCTIONS,
+                        prompt=prompt,
+                        max_tokens=TITLE_MAX_TOKENS,
+                    )
+                title = clean_title(raw)
+            except Exception as exc:
+                reason = (provider_message(exc) if isinstance(exc, openai.APIStatusError) else "") or repr(exc)
+                logger.warning(
+                    "run %s: no title from the model for session %s: %s", self.run_id, self.session.id, reason
                 )
-            title = clean_title(raw)
+                title = ""
+            title = title or fallback_title(self.user_message.content)
             if not title:
                 return
             current = await sessions.get(user_id=self.user_id, session_id=self.session.id)
@@ -467,7 +581,7 @@ class ChatRun:
                 )
             )
         except Exception as exc:
-            logger.warning("run %s: no title for session %s: %s", self.run_id, self.session.id, exc)
+            logger.warning("run %s: no title for session %s: %r", self.run_id, self.session.id, exc)
 
     # --- events
 

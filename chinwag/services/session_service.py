@@ -18,7 +18,7 @@ from chinwag.db import sessions as sessions_db
 from chinwag.db.sessions import ContextWindow, Executor
 from chinwag.errors import BadRequest, NotFound
 from chinwag.llm.catalog import ModelCatalog
-from chinwag.schemas.messages import Message, MessageStatus, Role, SearchResults, ToolCall
+from chinwag.schemas.messages import FinishReason, Message, MessageStatus, Role, SearchResults, ToolCall
 from chinwag.schemas.sessions import Session, SessionPage, SessionUpdate, TokenUsage
 from chinwag.services.message_utils import SessionCursor, parse_id
 
@@ -199,6 +199,7 @@ class SessionService:
         status: MessageStatus,
         usage: TokenUsage | None = None,
         tool: ToolCall | None = None,
+        finish_reason: FinishReason | None = None,
     ) -> Message:
         """Rewrite a message's content and status (checkpoint or end of a run); `NotFound` if it is gone."""
         message = await messages_db.update_message(
@@ -208,6 +209,7 @@ class SessionService:
             status=status,
             usage=usage,
             tool=tool,
+            finish_reason=finish_reason,
         )
         if message is None:
             raise NotFound("message not found")

@@ -29,8 +29,10 @@ from chinwag.services.context_items import (
     Item,
     Turn,
     call_id_of_call,
+    canonical,
     group_turns,
     paired_items,
+    render_transcript,
     summary_item,
     summary_prompt,
 )
@@ -49,6 +51,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+SUMMARY_MAX_TOKENS = 512
+"""The most tokens a summary's answer may take (asked for ~300 words)."""
+SUMMARY_INPUT_SHARE = 0.9
+"""Of what the window leaves for the conversation, the share a summary request uses: offline counts run a little
+under a provider's (its chat template adds tokens per message)."""
 
 Summarize = Callable[[list[TResponseInputItem]], Awaitable[str]]
 """Condense items (an earlier summary first, if any) into a short text; the chat service wraps the model."""
@@ -135,6 +143,9 @@ class TokenAwareSession:
         self.summarize_at = summarize_at
         self.keep_after_summary = keep_after_summary
         self.summarize_timeout_s = summarize_timeout_s
+        self.summary_overhead_tokens = 0
+        """What a summary request carries besides the conversation (its instructions): set by the caller that
+        gives `summarize`."""
         self.last_view: ContextView | None = None
         """The view returned by the last `get_items()`: what the run's first model call received."""
         self.record_context_tokens = True
@@ -215,6 +226,20 @@ class TokenAwareSession:
         starts the SDK: the run slot keeps other writers away)."""
         self._prefetched = await self.store.unsummarized()
 
+    def history_bound(self) -> int:
+        """At most how many tokens of history the next view holds: the prefetched history's size (summary included)
+        when `prefetch()` ran, never more than the budget."""
+        if self._prefetched is None:
+            return self.budget
+        state, rows = self._prefetched
+        return min(self.budget, self._summary_tokens(state.summary) + sum(r.tokens for r in rows))
+
+    async def flatten(self) -> None:
+        """Rewrite the stored history as plain text messages (for a provider that refused it; see
+        `PostgresSession.flatten`)."""
+        await self.flush()
+        await self.store.flatten()
+
     async def prepare(self) -> ContextView:
         """Summarize if due, fit, record `sessions.context_tokens` (unless `record_context_tokens` is off), and
         return the view the next model call gets."""
@@ -244,7 +269,9 @@ class TokenAwareSession:
 
         history = summary_tokens + sum(t.tokens for t in turns)
         if summarize and self.summarize is not None and history > self.threshold and len(turns) > 1:
-            done = await self._summarize_oldest(turns, summary=summary, through=through)
+            done = await self._summarize_oldest(
+                turns, summary=summary, through=through, failed_through=state.summary_failed_through_seq
+            )
             if done is not None:
                 summary, through, turns = done
                 summary_tokens = self._summary_tokens(summary)
@@ -274,7 +301,7 @@ class TokenAwareSession:
 
         sent_rows = paired_items(row for turn in kept for row in turn.rows)
         items: list[Item] = [summary_item(sent_summary)] if sent_summary is not None else []
-        items.extend(row.item for row in sent_rows)
+        items.extend(canonical(row.item) for row in sent_rows)
         return ContextView(
             items=items,
             tokens=summary_tokens + sum(r.tokens for r in sent_rows),
@@ -349,8 +376,17 @@ class TokenAwareSession:
     def _summary_tokens(self, summary: str | None) -> int:
         return self.store.counter.count_item(summary_item(summary)) if summary is not None else 0
 
+    @property
+    def summary_input_tokens(self) -> int:
+        """The most tokens of conversation one summary request carries: the window less the summary's answer
+        (`SUMMARY_MAX_TOKENS`, at most a quarter of the window) and `summary_overhead_tokens` (its instructions),
+        with a margin for the difference between offline and provider counts."""
+        answer = min(SUMMARY_MAX_TOKENS, self.context_window // 4)
+        room = self.context_window - answer - self.summary_overhead_tokens
+        return max(1, int(room * SUMMARY_INPUT_SHARE))
+
     async def _summarize_oldest(
-        self, turns: list[Turn], *, summary: str | None, through: int | None
+        self, turns: list[Turn], *, summary: str | None, through: int | None, failed_through: int | None = None
     ) -> tuple[str, int, list[Turn]] | None:
         """Condense the oldest turns (never the newest) until the rest is within `keep_after_summary` of the
         threshold; persist the new summary. None when nothing could be summarized."""
@@ -369,21 +405,35 @@ class TokenAwareSession:
             # Turns are numbered by their user message's seq: the summary covers every message before the next one.
             new_through = first_kept - 1
 
-        # Summarize in chunks that fit the window, folding the previous summary into each next request.
+        if failed_through is not None and new_through <= failed_through:
+            # The model failed on this very input before: trim instead until the history has moved on.
+            return None
+
+        # Summarize in chunks that fit the summary request by construction, folding the previous summary into each
+        # next request; a turn larger than a whole request is cut (`_fit_transcript`).
         text = summary
         chunk: list[Turn] = []
+        limit = self.summary_input_tokens
         try:
             # The run waits for this before its first token: a slow or dead model must not hold it for long.
             async with asyncio.timeout(self.summarize_timeout_s):
                 for turn in old:
                     chunk_tokens = sum(t.tokens for t in chunk) + self._summary_tokens(text)
-                    if chunk and chunk_tokens + turn.tokens > self.budget:
+                    if chunk and chunk_tokens + turn.tokens > limit:
                         text = await self._summarize_chunk(text, chunk)
                         chunk = []
                     chunk.append(turn)
                 text = await self._summarize_chunk(text, chunk)
-        except Exception:
-            logger.warning("session %s: summarizing failed; trimming instead", self.session_id, exc_info=True)
+        except Exception as exc:
+            logger.warning(
+                "session %s: summarizing through seq %s failed (%s); trimming instead, and not asking again until"
+                " the history moves",
+                self.session_id,
+                new_through,
+                exc,
+            )
+            async with self.store.pool.acquire() as conn:
+                await db.set_summary_failed(conn, session_id=self.session_id, through_seq=new_through)
             return None
         if not text:
             return None
@@ -409,8 +459,38 @@ class TokenAwareSession:
         assert self.summarize is not None
         items: list[Item] = [summary_item(summary)] if summary is not None else []
         items.extend(row.item for turn in chunk for row in turn.rows)
+        items = self._fit_transcript(items)
         text = await self.summarize([cast(TResponseInputItem, i) for i in items])
         return text.strip()
+
+    def _fit_transcript(self, items: list[Item]) -> list[Item]:
+        """Items whose transcript fits one summary request: when it is too long (one huge turn), the texts are cut
+        to their share of the limit, keeping each one's start and end."""
+        limit = self.summary_input_tokens
+        counter = self.store.counter
+        total = counter.count_text(summary_prompt(items))
+        if total <= limit:
+            return items
+        share = limit / max(total, 1) * 0.95
+        fitted = items
+        for _ in range(8):  # cut from the originals, harder each round, until the counter agrees it fits
+            fitted = [_shortened(item, share) for item in items]
+            if counter.count_text(summary_prompt(fitted)) <= limit:
+                break
+            share *= 0.7
+        logger.info("session %s: a summary request's transcript was cut to fit %d tokens", self.session_id, limit)
+        return fitted
+
+
+def _shortened(item: Item, share: float) -> Item:
+    """The item as a plain message with its text cut to `share` of its length (start and end kept)."""
+    role = item.get("role") if isinstance(item.get("role"), str) else "assistant"
+    text = render_transcript([item]).removeprefix(f"{role}: ")
+    keep = max(1, int(len(text) * share))
+    if keep < len(text):
+        head = keep * 2 // 3
+        text = f"{text[:head]}\n[... {len(text) - keep} characters left out ...]\n{text[len(text) - (keep - head) :]}"
+    return {"type": "message", "role": role, "content": text}
 
 
 def _is_model_output(item: Item) -> bool:

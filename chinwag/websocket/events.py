@@ -21,7 +21,7 @@ MAX_CLIENT_ID_CHARS = 200
 MAX_FILE_IDS = 100
 MAX_ID_CHARS = 100
 
-FinishReason = Literal["stop", "interrupted", "error", "max_turns"]
+FinishReason = Literal["stop", "length", "interrupted", "error", "max_turns"]
 ErrorCode = Literal["bad_request", "busy", "not_found", "rate_limited", "llm_error", "resume_unavailable", "internal"]
 
 

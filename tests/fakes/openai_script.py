@@ -69,6 +69,9 @@ class Reply:
     echo: bool = False
     input_tokens: int | None = None
     output_tokens: int | None = None
+    finish_reason: str | None = None
+    """"length": the answer ends as cut by the output cap (chat: `finish_reason: "length"`; responses: a
+    `response.incomplete` event with reason `max_output_tokens`); None: "stop" or "tool_calls" as usual."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Reply:
@@ -123,6 +126,7 @@ class RecordedRequest:
 _NUMBER = (int, float)
 _OPTIONAL_INT = (int, type(None))
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "finish_reason": (str, type(None)),
     "text": (str,),
     "tokens": _OPTIONAL_INT,
     "reasoning": (str,),

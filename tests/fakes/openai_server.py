@@ -190,6 +190,9 @@ class FakeOpenAI:
         query = scope.get("query_string", b"").decode("latin-1")
         request = RecordedRequest(path=scope["path"], body=body, headers=headers, query=query)
         self.requests.append(request)
+        if api == "responses" and (problem := _untyped_input_item(body.get("input"))) is not None:
+            await _send_json(send, 400, error_body(400, problem))
+            return
         reply = self._queue.popleft() if self._queue else self.default
         if reply is None:
             await _send_json(send, 500, error_body(500, "fake OpenAI: no scripted reply left and no default reply"))
@@ -307,6 +310,7 @@ class FakeOpenAI:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             reasoning=reasoning,
+            finish_reason=reply.finish_reason,
         )
 
     # Control API ------------------------------------------------------------------------------------------------
@@ -359,6 +363,17 @@ async def _watch_disconnect(receive: Receive, stop: asyncio.Event) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     stop.set()
+
+
+def _untyped_input_item(items: Any) -> str | None:
+    """What llama.cpp's `/v1/responses` refuses (and the OpenAI API docs never show): an assistant message without
+    `"type": "message"`. The fake refuses it too, so a history that a real server would reject fails here first."""
+    if not isinstance(items, list):
+        return None
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("role") == "assistant" and item.get("type") != "message":
+            return f"Cannot determine type of 'item' (input[{index}])"
+    return None
 
 
 async def _send_json(

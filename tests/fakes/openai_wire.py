@@ -42,6 +42,7 @@ class Answer:
     input_tokens: int
     output_tokens: int
     reasoning: list[str] = field(default_factory=list)  # reasoning summary tokens, streamed before the text
+    finish_reason: str | None = None  # "length": cut by the output cap
 
     @property
     def text(self) -> str:
@@ -98,6 +99,8 @@ def chat_usage(answer: Answer) -> dict[str, Any]:
 
 
 def _finish_reason(answer: Answer) -> str:
+    if answer.finish_reason is not None:
+        return answer.finish_reason
     return "tool_calls" if answer.tool_calls else "stop"
 
 
@@ -328,7 +331,13 @@ def responses_stream(answer: Answer, request: dict[str, Any]) -> Wire:
             {"output_index": index, "item": _call_item(item_id, call_id, tool_call, done=True)},
         )
         index += 1
-    events.event("response.completed", {"response": response_object(answer, request, done=True)})
+    final = response_object(answer, request, done=True)
+    if answer.finish_reason == "length":
+        final["status"] = "incomplete"
+        final["incomplete_details"] = {"reason": "max_output_tokens"}
+        events.event("response.incomplete", {"response": final})
+    else:
+        events.event("response.completed", {"response": final})
     return events.wire()
 
 

@@ -81,7 +81,11 @@ async def test_the_context_is_the_summary_then_the_newest_whole_turns_that_fit(
     # Turns 5-10 are not summarized (24 * 5 + 43 = 163 tokens); with the summary (30) only turns 7-10 fit in 150.
     assert summary_tokens + 24 * 3 + 43 <= 150 < summary_tokens + 24 * 4 + 43
     kept = [item for turn in turns[6:] for item in turn]
-    assert body["items"][0] == {"role": "system", "content": f"{SUMMARY_PREFIX}\n\nThey talked about q1 to q4."}
+    assert body["items"][0] == {
+        "type": "message",
+        "role": "system",
+        "content": f"{SUMMARY_PREFIX}\n\nThey talked about q1 to q4.",
+    }
     assert body["items"][1:] == kept
     assert body["tokens"] == summary_tokens + 24 * 3 + 43
     assert body["tokens"] <= WINDOW

@@ -14,7 +14,19 @@ from chinwag.schemas.messages import ToolCall
 from chinwag.schemas.sessions import TokenUsage
 from tests.conftest import TestUser
 
-MESSAGE_KEYS = {"id", "seq", "role", "content", "status", "tool", "run_id", "client_id", "usage", "created_at"}
+MESSAGE_KEYS = {
+    "id",
+    "seq",
+    "role",
+    "content",
+    "status",
+    "tool",
+    "run_id",
+    "client_id",
+    "usage",
+    "finish_reason",
+    "created_at",
+}
 
 
 async def _session_with(client: httpx.AsyncClient, user: TestUser, pool: asyncpg.Pool, count: int) -> str:

@@ -43,6 +43,12 @@ async def make_session(db: asyncpg.Connection, *, model: str = "test-model") -> 
 
 
 def user(text: str) -> dict[str, Any]:
+    """A user message in the typed shape the model is sent (Layer 1 adds `"type": "message"` when it reads)."""
+    return {"type": "message", "role": "user", "content": text}
+
+
+def new_input(text: str) -> dict[str, Any]:
+    """The run's new user message as the SDK itself appends it after the history (the bare `{role, content}`)."""
     return {"role": "user", "content": text}
 
 

@@ -53,7 +53,7 @@ class ScriptedLlm:
         finally:
             self.providers_closed += 1
 
-    async def complete(self, *, model: str, instructions: str, prompt: str) -> str:
+    async def complete(self, *, model: str, instructions: str, prompt: str, max_tokens: int | None = None) -> str:
         self.prompts.append(prompt)
         if self.title == "fail":
             raise RuntimeError("title model down")

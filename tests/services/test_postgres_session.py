@@ -143,7 +143,7 @@ async def test_repair_keeps_turns_and_counts(store: PostgresSession, pool: async
         "SELECT item, tokens, turn_seq FROM llm_context WHERE session_id = $1 ORDER BY id", store.session_id
     )
     assert [(r["item"].get("type"), r["tokens"], r["turn_seq"]) for r in rows] == [
-        (None, 3, 3),
+        ("message", 3, 3),
         ("function_call", 5, 3),
         ("function_call_output", 4, 3),
         ("message", 3, 3),
@@ -158,7 +158,7 @@ async def test_add_partial_turn_writes_what_the_sdk_dropped(store: PostgresSessi
     )
     assert closed == ["c1"]
     got = await store.get_items()
-    assert [i.get("type") for i in got] == [None, "function_call", "function_call_output", "message"]
+    assert [i.get("type") for i in got] == ["message", "function_call", "function_call_output", "message"]
     assert got[2] == output("c1", "interrupted")
     assert await store.add_partial_turn([function_call("slow", "{}", call_id="c1")]) == []
     assert len(await store.get_items()) == 4
@@ -167,4 +167,4 @@ async def test_add_partial_turn_writes_what_the_sdk_dropped(store: PostgresSessi
 async def test_a_hand_built_partial_answer_is_stored_in_a_replayable_form(store: PostgresSession) -> None:
     partial = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Half an ans"}]}
     await store.add_partial_turn([user("q"), partial])
-    assert await store.get_items() == [user("q"), {"role": "assistant", "content": "Half an ans"}]
+    assert await store.get_items() == [user("q"), {"type": "message", "role": "assistant", "content": "Half an ans"}]

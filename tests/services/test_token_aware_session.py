@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -24,7 +25,16 @@ from chinwag.services.context_items import (
     summary_prompt,
 )
 from chinwag.services.token_aware_session import TokenAwareSession
-from tests.services.layer1_support import WordCounter, assistant, call, make_session, output, user, words
+from tests.services.layer1_support import (
+    WordCounter,
+    assistant,
+    call,
+    make_session,
+    new_input,
+    output,
+    user,
+    words,
+)
 
 COUNTER = WordCounter()
 
@@ -52,7 +62,8 @@ class RecordingSummarizer:
         if self.fail:
             raise RuntimeError("model unavailable")
         users = sum(1 for i in items if is_user_message(cast(dict[str, Any], i)))
-        return f"the user asked {users} things"
+        earlier = [re.search(r"asked (\d+) things", str(i.get("content"))) for i in items if is_summary_item(i)]
+        return f"the user asked {users + sum(int(m.group(1)) for m in earlier if m)} things"
 
 
 def as_items(*values: dict[str, Any]) -> list[TResponseInputItem]:
@@ -180,8 +191,10 @@ async def test_summary_is_made_past_80_percent_counted_persisted_and_reused(
     await add_small_turn(tas, 4)  # 96 tokens: past 80
     got = await session().get_items()
 
-    assert len(summarizer.requests) == 1
-    condensed = cast(list[dict[str, Any]], summarizer.requests[0])
+    # Three turns (72 tokens) do not fit one summary request of a 100-token window (67, after the answer's 25): two
+    # requests, the second folding in the first's summary.
+    assert len(summarizer.requests) == 2
+    condensed = [cast(dict[str, Any], i) for request in summarizer.requests for i in request]
     # The oldest turns go, until the rest is within half the threshold (40); the newest turn always stays.
     assert [i["content"] for i in condensed if is_user_message(i)] == [
         words(10, "q1"),
@@ -210,14 +223,14 @@ async def test_summary_is_made_past_80_percent_counted_persisted_and_reused(
     assert await again.get_items() == got
     assert again.last_view is not None
     assert again.last_view.summary_tokens == summary_tokens
-    assert len(summarizer.requests) == 1
+    assert len(summarizer.requests) == 2
 
     # Later, the old summary is folded into the new one.
     for n in range(5, 7):
         await add_small_turn(again, n)
     got = await session().get_items()
-    assert len(summarizer.requests) == 2
-    assert is_summary_item(summarizer.requests[1][0])
+    assert len(summarizer.requests) > 2
+    assert is_summary_item(summarizer.requests[2][0])
     assert got[1:] == [user(words(10, "q6")), assistant(words(10, "a6"))]
     assert await db.fetchval("SELECT summarized_through_seq FROM sessions WHERE id = $1", session_id) == 5
 
@@ -370,7 +383,7 @@ async def test_the_sdk_runner_round_trips_our_items(pool: asyncpg.Pool, session_
         "message",
     ]
     assert sent[2]["output"] == "sunny in Oslo"
-    assert sent[-1] == user("What did I ask?")
+    assert sent[-1] == new_input("What did I ask?")
     stored = await session().store.get_items()
     assert len(stored) == 6
 
@@ -405,7 +418,7 @@ async def test_the_sdk_accepts_the_summary_and_a_trimmed_history(
     last_input = cast(list[dict[str, Any]], model.calls[-1].input)
     assert is_summary_item(last_input[0])
     assert is_user_message(last_input[1])
-    assert last_input[-1] == user(words(12, "question6"))
+    assert last_input[-1] == new_input(words(12, "question6"))
     model.assert_complete()
     # Turns carry their user message's seq (10, 20, ...): the summary covers every message before the first kept one.
     through = await db.fetchval("SELECT summarized_through_seq FROM sessions WHERE id = $1", session_id)
@@ -480,7 +493,7 @@ async def test_a_run_interrupted_before_any_answer_keeps_the_users_message(pool:
     next_run = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000, turn_seq=3)
     result = await Runner.run(agent, "go on", session=next_run, run_config=RUN_CONFIG)
     assert result.final_output == "Picking up."
-    assert model.calls[-1].input == [user("think forever"), user("go on")]
+    assert model.calls[-1].input == [user("think forever"), new_input("go on")]
 
 
 async def test_a_run_can_leave_the_context_size_to_its_end_and_read_its_history_ahead(
@@ -528,3 +541,48 @@ async def test_a_deferred_write_that_fails_raises_in_the_next_call(
     with pytest.raises(LookupError):
         await tas.add_items(as_items(assistant("next")))
     await tas.flush()  # raised once; nothing is pending now
+
+
+async def test_a_turn_larger_than_a_summary_request_is_cut_to_fit(pool: asyncpg.Pool, session_id: str) -> None:
+    """Found on a real server: the oldest turn alone was over the window, so the summary request got a 400 every
+    turn. Requests are cut to fit by construction."""
+    summarizer = RecordingSummarizer()
+    tas = TokenAwareSession.open(
+        pool, session_id, counter=COUNTER, context_window=100, reserve_tokens=10, summarize=summarizer
+    )
+    await tas.add_items(as_items(user(words(10, "q1")), assistant(words(300, "a1"))))
+    for n in range(2, 4):
+        await add_small_turn(tas, n)
+    await tas.get_items()
+    assert summarizer.requests
+    for request in summarizer.requests:
+        assert COUNTER.count_text(summary_prompt(request)) <= tas.summary_input_tokens
+
+
+async def test_a_failed_summary_is_not_asked_for_again_with_the_same_input(
+    pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
+) -> None:
+    summarizer = RecordingSummarizer(fail=True)
+
+    def session() -> TokenAwareSession:
+        return TokenAwareSession.open(
+            pool, session_id, counter=COUNTER, context_window=100, reserve_tokens=10, summarize=summarizer
+        )
+
+    for n in range(1, 6):
+        await add_small_turn(session(), n)
+    await session().get_items()
+    asked = len(summarizer.requests)
+    assert asked >= 1
+    await session().get_items()  # the same history: trimmed, not asked again
+    assert len(summarizer.requests) == asked
+    failed = await db.fetchval("SELECT summary_failed_through_seq FROM sessions WHERE id = $1", session_id)
+    assert failed is not None
+
+    summarizer.fail = False
+    for n in range(6, 8):
+        await add_small_turn(session(), n)
+    got = await session().get_items()  # the history moved on: asked again, and it works
+    assert len(summarizer.requests) > asked
+    assert is_summary_item(got[0])
+    assert await db.fetchval("SELECT summary_failed_through_seq FROM sessions WHERE id = $1", session_id) is None
