@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test check lint format bench clean
+.PHONY: install run test test-fast test-real check lint format bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -22,8 +22,14 @@ install: $(STAMP)
 run: install  ## start the server (embedded PostgreSQL when CHINWAG_DATABASE_URL is unset)
 	$(VENV)/bin/chinwag serve $(ARGS)
 
-test: install  ## the whole suite
+test: install  ## the whole suite (the real tier builds llama-server into ~/.cache/chinwag once: ~9 min on 2 cores)
 	$(VENV)/bin/pytest $(ARGS)
+
+test-fast: install  ## the suite without the real model server tier
+	$(VENV)/bin/pytest -m "not real" $(ARGS)
+
+test-real: install  ## only the real tier: a real llama.cpp server and a real small model
+	$(VENV)/bin/pytest -m real $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -42,7 +42,11 @@ class ModelTurnStarted:
 
 @dataclass(frozen=True, slots=True)
 class ModelTurnEnded:
-    """The model response is complete: its text is now an item the SDK stores."""
+    """The model response is complete: its text is now an item the SDK stores. `output_tokens` is the provider's
+    count for it, when it said (an answer as long as the cap was cut, whatever its status says: llama.cpp calls
+    such a response completed)."""
+
+    output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,9 @@ def map_stream_event(event: StreamEvent) -> Mapped:
         if kind == "response.created":
             return ModelTurnStarted()
         if kind == "response.completed":
-            return ModelTurnEnded()
+            usage = getattr(getattr(data, "response", None), "usage", None)
+            output_tokens = getattr(usage, "output_tokens", None)
+            return ModelTurnEnded(output_tokens=output_tokens if isinstance(output_tokens, int) else None)
         if kind == "response.incomplete":
             details = getattr(getattr(data, "response", None), "incomplete_details", None)
             if getattr(details, "reason", None) == "max_output_tokens":

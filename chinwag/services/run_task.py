@@ -140,6 +140,8 @@ class ChatRun:
         self._partial = False
         """The SDK dropped the last turn (an answer cut by `response.incomplete`): Layer 1 keeps its text."""
         self._retried = False
+        self._cap = 0
+        """The output cap sent with each model request of this run."""
 
     # --- wiring
 
@@ -292,7 +294,8 @@ class ChatRun:
             self._overhead_tokens = overhead_tokens(agent, self.deps.llm.counter)
             # Instructions (file context included) and tool schemas share the window with the history.
             layer1.overhead_tokens = self._overhead_tokens
-            agent.model_settings = dataclasses.replace(agent.model_settings, max_tokens=self._output_cap(layer1))
+            self._cap = self._output_cap(layer1)
+            agent.model_settings = dataclasses.replace(agent.model_settings, max_tokens=self._cap)
             if self.interrupted.is_set():
                 return
             content = self.user_message.content if self.user_message else ""
@@ -380,6 +383,8 @@ class ChatRun:
                     )
             elif isinstance(mapped, ModelTurnStarted | ModelTurnEnded):
                 state.turn_start = len(state.parts)
+                if isinstance(mapped, ModelTurnEnded) and mapped.output_tokens is not None:
+                    state.cut = mapped.output_tokens >= self._cap
             elif isinstance(mapped, ModelTurnCut):
                 state.cut = True
             elif isinstance(mapped, ToolStarted):
