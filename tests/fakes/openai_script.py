@@ -70,6 +70,9 @@ class Reply:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
+    recorded: str | None = None
+    """The file name of an SSE body recorded from a real server (in `tests/fakes/recorded/`), replayed as it is
+    instead of anything scripted here."""
     """"length": the answer ends as cut by the output cap (chat: `finish_reason: "length"`; responses: a
     `response.incomplete` event with reason `max_output_tokens`); None: "stop" or "tool_calls" as usual."""
 
@@ -127,6 +130,7 @@ _NUMBER = (int, float)
 _OPTIONAL_INT = (int, type(None))
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "finish_reason": (str, type(None)),
+    "recorded": (str, type(None)),
     "text": (str,),
     "tokens": _OPTIONAL_INT,
     "reasoning": (str,),

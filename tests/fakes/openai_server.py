@@ -26,6 +26,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -51,6 +52,8 @@ from tests.fakes.openai_wire import (
 
 __all__ = ["FakeOpenAI"]
 
+RECORDED = Path(__file__).parent / "recorded"
+"""SSE bodies recorded from real servers (`Reply(recorded="chat_tool_call.sse")` replays one)."""
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SHORT_PAUSE = 0.2
@@ -218,6 +221,9 @@ class FakeOpenAI:
                 headers.append((b"retry-after", f"{reply.retry_after:g}".encode()))
             await _send_json(send, reply.status, error_body(reply.status, reply.error_message), headers)
             return
+        if reply.recorded is not None:
+            await self._play_recorded(send, stop, reply)
+            return
         answer = self._make_answer(reply, request)
         body = request.body
         if not body.get("stream"):
@@ -236,6 +242,20 @@ class FakeOpenAI:
                 sequence = wire.events_through(reply.error_after)
                 failure = responses_failed(answer, body, sequence=sequence, message=reply.error_message)
         await self._play_stream(send, stop, reply, wire, failure)
+
+    async def _play_recorded(self, send: Send, stop: asyncio.Event, reply: Reply) -> None:
+        """A body recorded from a real server, sent event by event (`delay` before each), byte for byte."""
+        assert reply.recorded is not None
+        raw = (RECORDED / reply.recorded).read_bytes()
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        events = [e + b"\n\n" for e in raw.split(b"\n\n") if e.strip()]
+        for event in events:
+            if reply.delay > 0:
+                await _pause(reply.delay, stop)
+            elif stop.is_set():
+                raise _Abort("stopped")
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _play_stream(self, send: Send, stop: asyncio.Event, reply: Reply, wire: Wire, failure: bytes) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
