@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     registration: Literal["open", "first_user", "closed"] = "first_user"
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     max_upload_bytes: int = Field(default=20 * MiB, gt=0)
+    max_body_bytes: int = Field(default=1 * MiB, gt=0)
+    """Largest JSON request body (uploads have `max_upload_bytes`)."""
     max_message_chars: int = Field(default=100_000, gt=0, le=10_000_000)
 
     access_token_ttl_s: int = Field(default=15 * 60, gt=0)

@@ -6,11 +6,14 @@ Services raise these; routes never build `HTTPException`s. A WebSocket route map
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +128,25 @@ class ServiceUnavailable(ChinwagError):
 
 def error_body(detail: str, code: str) -> dict[str, str]:
     return {"detail": detail, "code": code}
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    detail: str,
+    code: str,
+    *,
+    headers: Iterable[tuple[str, str]] = (),
+    close: bool = False,
+) -> None:
+    """Answer `{"detail", "code"}` straight from ASGI middleware (before the app's own handlers)."""
+    body = orjson.dumps(error_body(detail, code))
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    if close:  # the rest of the body is never read: the connection cannot carry another request
+        raw.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 _HTTP_CODES = {

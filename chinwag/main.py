@@ -13,10 +13,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from chinwag import __version__
 from chinwag.config import Settings, load_or_create_secret
 from chinwag.db.pool import database_url, open_pool
+from chinwag.dependencies import get_current_user
 from chinwag.errors import install_error_handlers
 from chinwag.llm.provider import LlmClients
 from chinwag.mcp import McpPool, load_mcp_config
 from chinwag.middleware.auth import AuthMiddleware
+from chinwag.middleware.body_limit import BodyLimitMiddleware
 from chinwag.middleware.request_id import RequestIdMiddleware
 from chinwag.routes import auth, files, health, messages, search, sessions
 from chinwag.routes import chat as chat_routes
@@ -66,7 +68,14 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="chinwag", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
-    # Innermost of the middleware: a 503 it may answer still passes through CORS and request ids.
+    # Innermost of the middleware (the body limit inside it reads who the caller is): a 503 either may answer still
+    # passes through CORS and request ids.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        current_user=get_current_user,
+        own_cap=(files.upload_file,),
+    )
     app.add_middleware(AuthMiddleware)
     if settings.cors_origins:
         app.add_middleware(

@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import asyncpg
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chinwag.errors import InvalidToken, error_body
+from chinwag.errors import InvalidToken, send_error
 from chinwag.schemas.users import User
 
 if TYPE_CHECKING:
@@ -88,16 +87,6 @@ class AuthMiddleware:
 
 
 async def _unavailable(send: Send) -> None:
-    body = orjson.dumps(error_body("The database is unavailable: try again shortly.", "unavailable"))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"5"),
-            ],
-        }
+    await send_error(
+        send, 503, "The database is unavailable: try again shortly.", "unavailable", headers=[("Retry-After", "5")]
     )
-    await send({"type": "http.response.body", "body": body})
