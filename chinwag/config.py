@@ -68,6 +68,8 @@ class Settings(BaseSettings):
 
     access_token_ttl_s: int = Field(default=15 * 60, gt=0)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, gt=0)
+    ws_auth_recheck_s: float = Field(default=60.0, gt=0, le=60)
+    """How often an open chat socket checks that its credential still works (it also does when it starts a run)."""
     login_attempts_per_minute: int = Field(default=10, gt=0)
     chat_messages_per_minute: int = Field(default=0, ge=0)
     """Chat messages one user may send per minute, over all their sessions; 0: no limit."""

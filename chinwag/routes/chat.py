@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import logging
 
+import asyncpg
 from fastapi import APIRouter, WebSocket
 
-from chinwag.dependencies import Chat, Connections, Sessions
-from chinwag.errors import BadRequest, ChinwagError, NotFound
-from chinwag.middleware.auth import user_from_scope
+from chinwag.dependencies import Auth, Chat, Connections, Sessions
+from chinwag.errors import BadRequest, ChinwagError, InvalidToken, NotFound
+from chinwag.middleware.auth import bearer_token, user_from_scope
 from chinwag.schemas.users import User
+from chinwag.services.auth_service import AuthService
 from chinwag.services.chat_service import ChatService
 from chinwag.websocket.events import (
     ActiveRun,
@@ -53,7 +55,7 @@ _PONG = encode(Pong())
 
 @router.websocket("/chat/{session_id}")
 async def chat_socket(
-    websocket: WebSocket, session_id: str, chat: Chat, sessions: Sessions, manager: Connections
+    websocket: WebSocket, session_id: str, chat: Chat, sessions: Sessions, manager: Connections, auth: Auth
 ) -> None:
     """The chat socket of one session."""
     await websocket.accept()
@@ -67,6 +69,7 @@ async def chat_socket(
         await websocket.close(CLOSE_NOT_FOUND, "session not found")
         return
     conn = Connection(websocket)
+    credential: Credential | None = None
     # Join before looking up the active run: a run that starts from here on reaches this socket from seq 1.
     await manager.join(session.id, conn)
     try:
@@ -78,18 +81,50 @@ async def chat_socket(
         conn.send_first(encode(ready))
         if active is not None and not conn.follows(active.run_id):
             conn.await_resume(active.run_id, last_seq=active.last_seq)
-        await _serve(websocket, conn, chat=chat, user=user, session_id=session.id)
+        credential = Credential(auth, token=bearer_token(websocket.scope) or "", user_id=user.id)
+        await _serve(websocket, conn, chat=chat, user=user, session_id=session.id, credential=credential)
     finally:
         await manager.leave(session.id, conn)
         conn.close()
+    if credential is not None and credential.revoked:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                await websocket.close(CLOSE_UNAUTHORIZED, "the credential was revoked or has expired")
+        return
     if conn.too_slow:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
                 await websocket.close(CLOSE_TOO_SLOW, "too slow: resume to catch up")
 
 
-async def _serve(websocket: WebSocket, conn: Connection, *, chat: ChatService, user: User, session_id: str) -> None:
-    """Run the send queue and the receive loop side by side until the client leaves or cannot keep up."""
+class Credential:
+    """The token a socket signed in with, checked again when it starts a run and every `ws_auth_recheck_s`: a
+    deleted API key or user, or an expired access token, ends the socket (4401) instead of serving on."""
+
+    def __init__(self, auth: AuthService, *, token: str, user_id: str) -> None:
+        self._auth = auth
+        self._token = token
+        self._user_id = user_id
+        self.revoked = False
+
+    async def still_valid(self) -> bool:
+        try:
+            user = await self._auth.authenticate(self._token)
+        except InvalidToken:
+            self.revoked = True
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            # Not a verdict on the credential: keep the socket, the next check decides.
+            logger.warning("chat socket: cannot re-check a credential, the database is unavailable")
+        else:
+            self.revoked = user.id != self._user_id
+        return not self.revoked
+
+
+async def _serve(
+    websocket: WebSocket, conn: Connection, *, chat: ChatService, user: User, session_id: str, credential: Credential
+) -> None:
+    """Run the send queue, the receive loop and the credential's re-checks side by side until the client leaves,
+    cannot keep up, or its credential stops working."""
     idle = False
 
     async def send_loop() -> None:
@@ -113,9 +148,22 @@ async def _serve(websocket: WebSocket, conn: Connection, *, chat: ChatService, u
                 if text is None:
                     conn.send(error_frame("bad_request", "binary frames are not accepted: send JSON text"))
                     continue
-                await _handle(text, conn, chat=chat, user=user, session_id=session_id)
+                await _handle(text, conn, chat=chat, user=user, session_id=session_id, credential=credential)
+                if credential.revoked:
+                    return
         finally:
             conn.close()
+            checker.cancel()
+
+    async def check_loop() -> None:
+        while not conn.closed:
+            await asyncio.sleep(chat.settings.ws_auth_recheck_s)
+            if not await credential.still_valid():
+                conn.close()
+                sender.cancel()
+                if idle:
+                    receiver.cancel()
+                return
 
     def kick() -> None:
         # A frame being handled (a run starting, say) is finished first; a receive in progress is abandoned.
@@ -126,15 +174,20 @@ async def _serve(websocket: WebSocket, conn: Connection, *, chat: ChatService, u
     async with asyncio.TaskGroup() as tg:
         sender = tg.create_task(send_loop())
         receiver = tg.create_task(receive_loop())
+        checker = tg.create_task(check_loop())
         conn.on_kick(kick)
 
 
-async def _handle(text: str, conn: Connection, *, chat: ChatService, user: User, session_id: str) -> None:
+async def _handle(
+    text: str, conn: Connection, *, chat: ChatService, user: User, session_id: str, credential: Credential
+) -> None:
     """One client frame; a domain error becomes an `error` frame to this socket only."""
     try:
         frame = parse_client_frame(text)
         if isinstance(frame, MessageFrame):
             check_content(frame.content, max_chars=chat.settings.max_message_chars)
+            if not await credential.still_valid():
+                return
             await chat.start_run(
                 user_id=user.id,
                 session_id=session_id,
