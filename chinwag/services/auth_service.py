@@ -179,25 +179,32 @@ class AuthService:
         return await _insert_user(conn, email=email, password_hash=password_hash, display_name=display_name, role=role)
 
     async def login(self, *, email: str, password: str, client: str | None) -> Tokens:
-        """Check a password and sign in. Attempts are limited per account and per client address; a successful
-        attempt does not count against either."""
+        """Check a password and sign in. Only failures count, per client address and per account:
+        - an address past its limit is refused before any password is checked (its own failures, never others');
+        - an account past its limit still takes its correct password; a wrong guess for it answers 429 (the
+          back-off slows guessing, and nobody can lock the owner out by failing on purpose).
+        """
         email = email.strip().lower()
         limit = self._settings.login_attempts_per_minute
-        keys = [f"login:account:{email}"] + ([f"login:addr:{client}"] if client else [])
-        taken: list[str] = []
-        for key in keys:
-            wait = await self._limiter.acquire(key, limit=limit, window_s=LOGIN_WINDOW_S)
+        address_key = f"login:addr:{client}" if client else None
+        if address_key is not None:
+            # Taken before the password is checked, so a burst cannot pass the limit; given back on success.
+            wait = await self._limiter.acquire(address_key, limit=limit, window_s=LOGIN_WINDOW_S)
             if wait:
-                for done in taken:
-                    await self._limiter.release(done)
-                raise RateLimited("Too many login attempts: try again later.", retry_after=retry_after_seconds(wait))
-            taken.append(key)
+                raise RateLimited(
+                    "Too many failed logins from here: try again later.", retry_after=retry_after_seconds(wait)
+                )
         found = await db.get_login(self._pool, email)
         ok = await self._passwords.verify(found[1] if found else None, password)
         if not ok or found is None:
+            failures = await self._limiter.record(f"login:account:{email}", window_s=LOGIN_WINDOW_S)
+            if failures > limit:
+                raise RateLimited(
+                    "Too many failed logins for this account: try again later.", retry_after=int(LOGIN_WINDOW_S)
+                )
             raise InvalidCredentials("Wrong email or password.")
-        for key in taken:
-            await self._limiter.release(key)
+        if address_key is not None:
+            await self._limiter.release(address_key)
         user, password_hash = found
         if self._passwords.needs_rehash(password_hash):
             await db.set_password_hash(self._pool, uuid.UUID(user.id), await self._passwords.hash(password))

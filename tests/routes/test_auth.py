@@ -292,13 +292,13 @@ async def test_made_up_api_key_is_refused(client: httpx.AsyncClient) -> None:
 # --- rate limits ---
 
 
-async def test_login_is_rate_limited_per_account(server_factory: ServerFactory) -> None:
+async def test_failed_logins_hold_back_their_own_address(server_factory: ServerFactory) -> None:
     server = await server_factory(login_attempts_per_minute=3)
     async with api(server) as client:
         await register(client, "henry@example.com")
         for _ in range(3):
             assert (await login(client, "henry@example.com", "wrong-password")).status_code == 401
-        limited = await login(client, "henry@example.com")  # even the right password waits now
+        limited = await login(client, "henry@example.com")  # this address failed 3 times: it waits
     assert limited.status_code == 429
     assert limited.json()["code"] == "rate_limited"
     assert 1 <= int(limited.headers["retry-after"]) <= 60
