@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     ws_auth_recheck_s: float = Field(default=60.0, gt=0, le=60)
     """How often an open chat socket checks that its credential still works (it also does when it starts a run)."""
     login_attempts_per_minute: int = Field(default=10, gt=0)
+    registrations_per_hour: int = Field(default=10, gt=0)
+    """Registration attempts per client address per hour (each costs a password hash)."""
     chat_messages_per_minute: int = Field(default=0, ge=0)
     """Chat messages one user may send per minute, over all their sessions; 0: no limit."""
     # Argon2id cost: the defaults are argon2-cffi's (RFC 9106 low-memory profile); tests lower them.

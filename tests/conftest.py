@@ -124,6 +124,8 @@ def settings_factory(database_dsn: str, tmp_path: Path) -> Callable[..., Setting
             "secret_key": "test-secret-" + "x" * 40,
             "registration": "open",
             "db_pool_size": 4,
+            # Every test client is 127.0.0.1: tests of the registration limit set their own.
+            "registrations_per_hour": 10_000,
             # Argon2id at its lowest cost: tests check behaviour, not hash strength.
             "password_hash_time_cost": 1,
             "password_hash_memory_kib": 1024,

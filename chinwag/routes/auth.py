@@ -21,9 +21,10 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED)
-async def register(body: RegisterRequest, auth: Auth) -> User:
+async def register(body: RegisterRequest, auth: Auth, request: Request) -> User:
     """Create an account (as CHINWAG_REGISTRATION allows)."""
-    return await auth.register(email=body.email, password=body.password, display_name=body.display_name)
+    client = request.client.host if request.client else None
+    return await auth.register(email=body.email, password=body.password, display_name=body.display_name, client=client)
 
 
 @router.post("/login")

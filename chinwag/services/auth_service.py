@@ -33,6 +33,7 @@ JWT_ALGORITHM = "HS256"
 API_KEY_PREFIX = "cw_"
 REFRESH_TOKEN_PREFIX = "cwr_"
 LOGIN_WINDOW_S = 60.0
+REGISTER_WINDOW_S = 3600.0
 
 
 def sha256(value: str) -> bytes:
@@ -141,12 +142,21 @@ class AuthService:
 
     # --- accounts ---
 
-    async def register(self, *, email: str, password: str, display_name: str | None) -> User:
+    async def register(self, *, email: str, password: str, display_name: str | None, client: str | None = None) -> User:
         """Create an account as the registration mode allows. In `first_user` mode the first account is the
-        admin and registration closes behind it; concurrent first registrations are serialized by a lock."""
+        admin and registration closes behind it; concurrent first registrations are serialized by a lock.
+        Attempts are limited per client address (`registrations_per_hour`), checked before the costly hash."""
         mode = self._settings.registration
         if mode == "closed":
             raise RegistrationClosed()
+        if client is not None:
+            wait = await self._limiter.acquire(
+                f"register:addr:{client}", limit=self._settings.registrations_per_hour, window_s=REGISTER_WINDOW_S
+            )
+            if wait:
+                raise RateLimited(
+                    "Too many registrations from here: try again later.", retry_after=retry_after_seconds(wait)
+                )
         if mode == "first_user" and await db.any_user(self._pool):
             raise RegistrationClosed()
         password_hash = await self._passwords.hash(password)

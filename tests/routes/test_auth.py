@@ -412,3 +412,18 @@ async def test_lone_surrogates_in_fields_are_refused(client: httpx.AsyncClient, 
         response = await client.post(path, content=raw, headers=headers)
         assert response.status_code in (401, 422), (path, response.text)
         assert "code" in response.json()
+
+
+async def test_registrations_are_limited_per_address_before_any_hash(server_factory: ServerFactory) -> None:
+    server = await server_factory(registrations_per_hour=3)
+    async with api(server) as client:
+        answers = await asyncio.gather(*(register(client, f"burst{i}@example.com") for i in range(10)))
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [201] * 3 + [429] * 7
+        limited = next(a for a in answers if a.status_code == 429)
+        assert limited.json()["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 3600
+        created = {a.json()["email"] for a in answers if a.status_code == 201}
+        for email in created:
+            assert (await login(client, email)).status_code == 200
+        assert (await login(client, "burst-none@example.com")).status_code == 401
