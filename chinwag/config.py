@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     # Argon2id cost: the defaults are argon2-cffi's (RFC 9106 low-memory profile); tests lower them.
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=65536, ge=1024, le=4 * 1024 * 1024)
+    password_hash_threads: int = Field(default=2, ge=1, le=64)
+    """Threads that hash passwords (their own: no other work can delay a login); also how many hashes run at once."""
     db_pool_size: int = Field(default=10, ge=1, le=500)
 
     @field_validator("models", mode="before")

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -24,7 +25,7 @@ from chinwag.routes import auth, files, health, messages, search, sessions
 from chinwag.routes import chat as chat_routes
 from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
-from chinwag.services.auth_service import AuthService
+from chinwag.services.auth_service import AuthService, PasswordHashing
 from chinwag.services.chat_service import ChatService
 from chinwag.services.rate_limit import open_rate_limiter
 from chinwag.websocket.manager import ConnectionManager
@@ -44,8 +45,17 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.pool = await stack.enter_async_context(open_pool(dsn, size=settings.db_pool_size))
             app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config))
             app.state.rate_limiter = await stack.enter_async_context(open_rate_limiter(settings))
+            # Password hashing has threads of its own: nothing queued on the default executor delays a login, and
+            # at most this many hashes (64 MiB each by default) run at once.
+            hashing = stack.enter_context(
+                ThreadPoolExecutor(settings.password_hash_threads, thread_name_prefix="chinwag-password")
+            )
             app.state.auth = AuthService(
-                pool=app.state.pool, settings=settings, secret=app.state.secret, limiter=app.state.rate_limiter
+                pool=app.state.pool,
+                settings=settings,
+                secret=app.state.secret,
+                limiter=app.state.rate_limiter,
+                passwords=PasswordHashing.from_settings(settings, executor=hashing),
             )
             app.state.llm = await stack.enter_async_context(LlmClients.open(settings))
             # Runs stop (recorded as interrupted) before the pool, MCP servers and model clients close.

@@ -2,7 +2,8 @@
 into a `User`.
 
 Access tokens are short-lived JWTs (HS256 only). Refresh tokens and API keys are random strings of which only the
-sha256 is stored. Argon2id hashing is CPU-heavy, so it runs in a worker thread, never on the event loop.
+sha256 is stored. Argon2id hashing is CPU- and memory-heavy, so it runs in threads of its own (a bounded executor
+the lifespan owns), never on the event loop nor behind other work.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 import asyncpg
 import jwt
@@ -28,6 +31,8 @@ from chinwag.schemas.users import ApiKey, ApiKeyCreated, Tokens, User
 from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 JWT_ALGORITHM = "HS256"
 API_KEY_PREFIX = "cw_"
@@ -50,30 +55,37 @@ def _parse_uuid(value: object) -> uuid.UUID | None:
 
 
 class PasswordHashing:
-    """Argon2id via argon2-cffi, run in a thread. Owns the dummy hash that unknown emails are checked against,
-    so that a wrong email costs as long as a wrong password."""
+    """Argon2id via argon2-cffi, run in `executor` (the lifespan gives it threads of its own, so that no other work
+    queued on asyncio's default executor, file extraction say, can hold up a login; None: the default executor).
+    Owns the dummy hash that unknown emails are checked against, so that a wrong email costs as long as a wrong
+    password."""
 
-    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+    def __init__(self, hasher: PasswordHasher | None = None, *, executor: Executor | None = None) -> None:
         self._hasher = hasher or PasswordHasher()
+        self._executor = executor
         self._dummy: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PasswordHashing:
-        return cls(
-            PasswordHasher(time_cost=settings.password_hash_time_cost, memory_cost=settings.password_hash_memory_kib)
+    def from_settings(cls, settings: Settings, *, executor: Executor | None = None) -> PasswordHashing:
+        hasher = PasswordHasher(
+            time_cost=settings.password_hash_time_cost, memory_cost=settings.password_hash_memory_kib
         )
+        return cls(hasher, executor=executor)
+
+    async def _run(self, func: Callable[..., T], *args: str) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await self._run(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         if password_hash is None:
             if self._dummy is None:
                 self._dummy = await self.hash(secrets.token_urlsafe(16))
             password_hash = self._dummy
-            await asyncio.to_thread(self._check, password_hash, password)
+            await self._run(self._check, password_hash, password)
             return False
-        return await asyncio.to_thread(self._check, password_hash, password)
+        return await self._run(self._check, password_hash, password)
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._hasher.check_needs_rehash(password_hash)

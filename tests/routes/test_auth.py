@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import asyncpg
@@ -427,3 +428,21 @@ async def test_registrations_are_limited_per_address_before_any_hash(server_fact
         for email in created:
             assert (await login(client, email)).status_code == 200
         assert (await login(client, "burst-none@example.com")).status_code == 401
+
+
+async def test_a_busy_default_executor_does_not_hold_up_logins(
+    server: RunningServer, user_factory: UserFactory
+) -> None:
+    user = await user_factory(server)
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    # The test server shares this event loop: every thread of its default executor now waits (file extraction in
+    # threads did this to logins).
+    blockers = [loop.run_in_executor(None, release.wait, 60) for _ in range(64)]
+    try:
+        async with api(server) as client:
+            answer = await asyncio.wait_for(login(client, user.email, TEST_PASSWORD), 30)
+        assert answer.status_code == 200, answer.text
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
