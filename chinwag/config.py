@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import time
@@ -61,6 +62,8 @@ class Settings(BaseSettings):
 
     registration: Literal["open", "first_user", "closed"] = "first_user"
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    """Addresses or CIDRs of the reverse proxies whose `X-Forwarded-For` names the client; none by default."""
     max_upload_bytes: int = Field(default=20 * MiB, gt=0)
     max_body_bytes: int = Field(default=1 * MiB, gt=0)
     """Largest JSON request body (uploads have `max_upload_bytes`)."""
@@ -112,6 +115,18 @@ class Settings(BaseSettings):
     def _parse_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(o.strip() for o in value.split(",") if o.strip())
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or network (CIDR)") from None
         return value
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from chinwag.llm.provider import LlmClients
 from chinwag.mcp import McpPool, load_mcp_config
 from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.body_limit import BodyLimitMiddleware
+from chinwag.middleware.client_address import ClientAddressMiddleware, TrustedProxies, parse_networks
 from chinwag.middleware.request_id import RequestIdMiddleware
 from chinwag.routes import auth, files, health, messages, search, sessions
 from chinwag.routes import chat as chat_routes
@@ -95,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["*"],
         )
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ClientAddressMiddleware, proxies=TrustedProxies(parse_networks(settings.trusted_proxies)))
 
     app.include_router(health.router)
     # The history page is the busiest REST route: matched first, it skips the other routers' patterns.

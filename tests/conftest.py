@@ -157,8 +157,15 @@ class RunningServer:
 @contextlib.asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[RunningServer]:
     port = free_port()
+    # proxy_headers off, as `chinwag serve` has it: the app alone decides whose X-Forwarded-For counts.
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws_max_size=1024 * 1024
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws_max_size=1024 * 1024,
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
