@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_MODEL = "gpt-4.1-mini"
 DEFAULT_CONTEXT_WINDOW = 128_000
 MiB = 1024 * 1024
+MIN_SECRET_BYTES = 32
 
 
 class ModelSpec(BaseModel, frozen=True):
@@ -129,6 +130,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{proxy!r} is not an IP address or network (CIDR)") from None
         return value
 
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_BYTES} bytes (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`), or unset to have one generated"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check_default_model(self) -> Settings:
         ids = [m.id for m in self.models]
@@ -194,6 +205,11 @@ def load_or_create_secret(settings: Settings) -> str:
         for _ in range(50):
             value = path.read_text().strip()
             if value:
+                if len(value.encode()) < MIN_SECRET_BYTES:
+                    raise SettingsError(
+                        f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes; delete it (a new one is "
+                        "generated, and every token signed with the old one stops working) or set CHINWAG_SECRET_KEY"
+                    ) from None
                 return value
             time.sleep(0.02)
         raise SettingsError(f"{path} is empty; delete it or set CHINWAG_SECRET_KEY") from None

@@ -17,7 +17,7 @@ import unicodedata
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 import asyncpg
 from python_multipart.exceptions import MultipartParseError
@@ -52,8 +52,23 @@ def parse_id(value: str, what: str = "file") -> uuid.UUID:
         raise NotFound(f"{what} not found") from None
 
 
+def private_dirs(base: Path, path: Path) -> None:
+    """Make `path` and the folders between it and `base` that do not exist yet, each 0700 (whatever the umask);
+    folders that already exist, and `base` and above, are left as they are. Blocking."""
+    base.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for folder in (path, *path.parents):
+        if folder == base or folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another upload made it first
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)
+
+
 class FileStore:
-    """The bytes of uploaded files on local disk, one folder per session."""
+    """The bytes of uploaded files on local disk, one folder per session, readable by chinwag's user only."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -83,13 +98,20 @@ class FileStore:
         Blocking (call it in a thread). Temporary files a crashed process left in this folder are removed here.
         """
         folder = self.session_dir(session_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.root.parent, folder)
         stale = time.time() - STALE_UPLOAD_S
         for old in folder.glob(".upload-*.part"):
             with contextlib.suppress(OSError):
                 if old.stat().st_mtime < stale:
                     old.unlink()
         return folder / f".upload-{uuid.uuid4()}.part"
+
+    @staticmethod
+    def create(path: Path) -> BinaryIO:
+        """A new file readable by chinwag's user only (0600), whatever the umask. Blocking."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "wb")
 
     async def remove(self, storage_key: str) -> None:
         """Remove one file's bytes (missing is fine)."""
@@ -308,7 +330,7 @@ class FileService:
 
     async def _receive(self, form: _MultipartFile, body: AsyncIterator[bytes], temp: Path) -> tuple[int, str]:
         total = 0
-        with await asyncio.to_thread(temp.open, "wb") as f:
+        with await asyncio.to_thread(self._store.create, temp) as f:
             sink = _Sink(f)
             async for chunk in body:
                 total += len(chunk)

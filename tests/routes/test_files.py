@@ -559,3 +559,22 @@ async def test_session_deleted_during_an_upload(
     assert response.status_code == 404
     assert await db.fetchval("SELECT count(*) FROM files") == 0
     assert stored_paths(server) == []
+
+
+async def test_stored_files_are_private_to_chinwags_user(
+    server: RunningServer, client: httpx.AsyncClient, alice: TestUser
+) -> None:
+    data_dir = server.app.state.settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o755)  # made by the operator: chinwag leaves its mode alone
+    old_umask = os.umask(0o022)  # the usual umask, which would leave files world-readable
+    try:
+        session_id = await new_session(client, alice)
+        file = (await upload(client, alice, session_id, "private.txt", b"for alice only")).json()
+    finally:
+        os.umask(old_umask)
+    path = files_dir(server) / session_id / file["id"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert files_dir(server).stat().st_mode & 0o777 == 0o700
+    assert data_dir.stat().st_mode & 0o777 == 0o755
