@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -126,6 +127,19 @@ class ServiceUnavailable(ChinwagError):
     retryable = True
 
 
+# What a database (or other backing service) that is down, restarting, full or too slow to lend a connection
+# raises: the request was fine, it may be retried. `TimeoutError` is also what a pool acquire that waited too long
+# raises.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+RETRY_AFTER_S = 5
+
+
 def error_body(detail: str, code: str) -> dict[str, str]:
     return {"detail": detail, "code": code}
 
@@ -186,6 +200,17 @@ def install_error_handlers(app: FastAPI) -> None:
             clean = {k: v for k, v in err.items() if k in ("type", "loc", "msg")}
             errors.append(clean)
         return JSONResponse({"detail": errors, "code": "validation_error"}, status_code=422)
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("%s %s: a backing service is unavailable: %r", request.method, request.url.path, exc)
+        return JSONResponse(
+            error_body("The service is unavailable right now: try again shortly.", "unavailable"),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

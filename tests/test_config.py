@@ -92,7 +92,7 @@ def test_configured_secret_wins(tmp_path: Path) -> None:
 
 
 def test_a_short_secret_key_is_a_clear_start_up_error(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="CHINWAG_SECRET_KEY: .*at least 32 bytes"):
+    with pytest.raises(SettingsError, match=r"CHINWAG_SECRET_KEY: .*at least 32 bytes"):
         load_settings(_env_file=None, secret_key="x" * 31)
     assert load_settings(_env_file=None, secret_key="é" * 16).secret_key is not None  # 32 bytes in UTF-8
     (tmp_path / "secret_key").write_text("short")

@@ -49,6 +49,11 @@ def user_from_scope(scope: Scope) -> User | None:
     return user
 
 
+def auth_unavailable_from_scope(scope: Scope) -> bool:
+    """True when the caller could not be checked because the database was unreachable (not a bad credential)."""
+    return bool(scope.get("state", {}).get("auth_unavailable"))
+
+
 def auth_error_from_scope(scope: Scope) -> str | None:
     error: str | None = scope.get("state", {}).get("auth_error")
     return error
@@ -83,6 +88,7 @@ class AuthMiddleware:
                         await _unavailable(send)
                         return
                     state["auth_error"] = "Authentication is unavailable right now."
+                    state["auth_unavailable"] = True
         await self.app(scope, receive, send)
 
 

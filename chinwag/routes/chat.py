@@ -13,12 +13,11 @@ import asyncio
 import contextlib
 import logging
 
-import asyncpg
 from fastapi import APIRouter, WebSocket
 
 from chinwag.dependencies import Auth, Chat, Connections, Sessions
-from chinwag.errors import BadRequest, ChinwagError, InvalidToken, NotFound
-from chinwag.middleware.auth import bearer_token, user_from_scope
+from chinwag.errors import UNAVAILABLE_ERRORS, BadRequest, ChinwagError, InvalidToken, NotFound
+from chinwag.middleware.auth import auth_unavailable_from_scope, bearer_token, user_from_scope
 from chinwag.schemas.users import User
 from chinwag.services.auth_service import AuthService
 from chinwag.services.chat_service import ChatService
@@ -44,11 +43,13 @@ router = APIRouter(prefix="/ws", tags=["chat"])
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
+CLOSE_TRY_AGAIN_LATER = 1013
 _CODES: dict[str, ErrorCode] = {
     "bad_request": "bad_request",
     "busy": "busy",
     "not_found": "not_found",
     "rate_limited": "rate_limited",
+    "unavailable": "unavailable",
 }
 _PONG = encode(Pong())
 
@@ -61,19 +62,33 @@ async def chat_socket(
     await websocket.accept()
     user = user_from_scope(websocket.scope)
     if user is None:
-        await websocket.close(CLOSE_UNAUTHORIZED, "authentication required")
+        if auth_unavailable_from_scope(websocket.scope):
+            # Not a verdict on the token: 4401 would make the client throw away credentials that still work.
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, "the database is unavailable: reconnect shortly")
+        else:
+            await websocket.close(CLOSE_UNAUTHORIZED, "authentication required")
         return
     try:
         session = await sessions.get(user_id=user.id, session_id=session_id)
     except NotFound:
         await websocket.close(CLOSE_NOT_FOUND, "session not found")
         return
+    except UNAVAILABLE_ERRORS:
+        logger.warning("chat socket: the database is unavailable; closing with 1013")
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, "the database is unavailable: reconnect shortly")
+        return
     conn = Connection(websocket)
     credential: Credential | None = None
     # Join before looking up the active run: a run that starts from here on reaches this socket from seq 1.
     await manager.join(session.id, conn)
     try:
-        active = await chat.active_run(session_id=session.id)
+        try:
+            active = await chat.active_run(session_id=session.id)
+        except UNAVAILABLE_ERRORS:
+            logger.warning("chat socket: the database is unavailable; closing with 1013")
+            with contextlib.suppress(Exception):
+                await websocket.close(CLOSE_TRY_AGAIN_LATER, "the database is unavailable: reconnect shortly")
+            return
         ready = Ready(
             session_id=session.id,
             active_run=None if active is None else ActiveRun(run_id=active.run_id, last_seq=active.last_seq),
@@ -112,7 +127,7 @@ class Credential:
             user = await self._auth.authenticate(self._token)
         except InvalidToken:
             self.revoked = True
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except UNAVAILABLE_ERRORS:
             # Not a verdict on the credential: keep the socket, the next check decides.
             logger.warning("chat socket: cannot re-check a credential, the database is unavailable")
         else:
@@ -217,6 +232,11 @@ async def _handle(
                 exc.detail,
                 retryable=exc.retryable,
             )
+        )
+    except UNAVAILABLE_ERRORS:
+        logger.warning("chat socket: the database is unavailable in session %s", session_id)
+        conn.send(
+            error_frame("unavailable", "The service is unavailable right now: try again shortly.", retryable=True)
         )
     except Exception:
         logger.exception("chat socket: frame handling failed in session %s", session_id)
