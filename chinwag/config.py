@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     password_hash_threads: int = Field(default=2, ge=1, le=64)
     """Threads that hash passwords (their own: no other work can delay a login); also how many hashes run at once."""
     db_pool_size: int = Field(default=10, ge=1, le=500)
+    db_acquire_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """How long a request waits for a free database connection before it answers 503."""
 
     @field_validator("models", mode="before")
     @classmethod

@@ -43,7 +43,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.secret = load_or_create_secret(settings)
         async with contextlib.AsyncExitStack() as stack:
             dsn = await stack.enter_async_context(database_url(settings))
-            app.state.pool = await stack.enter_async_context(open_pool(dsn, size=settings.db_pool_size))
+            app.state.pool = await stack.enter_async_context(
+                open_pool(dsn, size=settings.db_pool_size, acquire_timeout=settings.db_acquire_timeout_s)
+            )
             app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config))
             app.state.rate_limiter = await stack.enter_async_context(open_rate_limiter(settings))
             # Password hashing has threads of its own: nothing queued on the default executor delays a login, and
