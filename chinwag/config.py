@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     login_attempts_per_minute: int = Field(default=10, gt=0)
     registrations_per_hour: int = Field(default=10, gt=0)
     """Registration attempts per client address per hour (each costs a password hash)."""
+    max_sockets_per_user: int = Field(default=32, gt=0)
+    """Chat sockets one user may hold open at once, per process (then `rate_limited` and close 4429)."""
+    max_active_runs_per_user: int = Field(default=4, gt=0)
+    """Runs one user may have going at once, over all their sessions and every worker (the runs table)."""
+    max_storage_bytes_per_user: int = Field(default=1024 * MiB, gt=0)
+    """Bytes of uploaded files one user may keep (then uploads answer 413 `quota_exceeded`)."""
     chat_messages_per_minute: int = Field(default=0, ge=0)
     """Chat messages one user may send per minute, over all their sessions; 0: no limit."""
     # Argon2id cost: the defaults are argon2-cffi's (RFC 9106 low-memory profile); tests lower them.

@@ -35,7 +35,7 @@ from chinwag.websocket.events import (
     error_frame,
     parse_client_frame,
 )
-from chinwag.websocket.manager import CLOSE_TOO_SLOW, Connection, ResumeUnavailable
+from chinwag.websocket.manager import CLOSE_TOO_SLOW, Connection, ConnectionManager, ResumeUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ router = APIRouter(prefix="/ws", tags=["chat"])
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TOO_MANY_SOCKETS = 4429
 _CODES: dict[str, ErrorCode] = {
     "bad_request": "bad_request",
     "busy": "busy",
@@ -77,29 +78,53 @@ async def chat_socket(
         logger.warning("chat socket: the database is unavailable; closing with 1013")
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "the database is unavailable: reconnect shortly")
         return
+    limit = chat.settings.max_sockets_per_user
+    if not manager.claim_user_slot(user.id, limit=limit):
+        with contextlib.suppress(Exception):
+            await websocket.send_text(
+                error_frame("rate_limited", f"At most {limit} chat sockets per user: close one first.", retryable=True)
+            )
+            await websocket.close(CLOSE_TOO_MANY_SOCKETS, "too many sockets")
+        return
+    try:
+        await _open_socket(websocket, session.id, chat=chat, manager=manager, auth=auth, user=user)
+    finally:
+        manager.release_user_slot(user.id)
+
+
+async def _open_socket(
+    websocket: WebSocket,
+    session_id: str,
+    *,
+    chat: ChatService,
+    manager: ConnectionManager,
+    auth: AuthService,
+    user: User,
+) -> None:
+    """The socket's life once it is accepted, authenticated and counted: `ready`, then frames until it ends."""
     conn = Connection(websocket)
     credential: Credential | None = None
     # Join before looking up the active run: a run that starts from here on reaches this socket from seq 1.
-    await manager.join(session.id, conn)
+    await manager.join(session_id, conn)
     try:
         try:
-            active = await chat.active_run(session_id=session.id)
+            active = await chat.active_run(session_id=session_id)
         except UNAVAILABLE_ERRORS:
             logger.warning("chat socket: the database is unavailable; closing with 1013")
             with contextlib.suppress(Exception):
                 await websocket.close(CLOSE_TRY_AGAIN_LATER, "the database is unavailable: reconnect shortly")
             return
         ready = Ready(
-            session_id=session.id,
+            session_id=session_id,
             active_run=None if active is None else ActiveRun(run_id=active.run_id, last_seq=active.last_seq),
         )
         conn.send_first(encode(ready))
         if active is not None and not conn.follows(active.run_id):
             conn.await_resume(active.run_id, last_seq=active.last_seq)
         credential = Credential(auth, token=bearer_token(websocket.scope) or "", user_id=user.id)
-        await _serve(websocket, conn, chat=chat, user=user, session_id=session.id, credential=credential)
+        await _serve(websocket, conn, chat=chat, user=user, session_id=session_id, credential=credential)
     finally:
-        await manager.leave(session.id, conn)
+        await manager.leave(session_id, conn)
         conn.close()
     if credential is not None and credential.revoked:
         with contextlib.suppress(Exception):
