@@ -100,6 +100,12 @@ class PayloadTooLarge(ChinwagError):
     code = "too_large"
 
 
+class QuotaExceeded(PayloadTooLarge):
+    """The user's storage quota is used up: delete files to make room."""
+
+    code = "quota_exceeded"
+
+
 class UnsupportedMediaType(ChinwagError):
     """This file type is not allowed."""
 
@@ -171,6 +177,8 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "too_large",
+    422: "validation_error",
+    503: "unavailable",
     415: "unsupported_type",
     429: "rate_limited",
 }

@@ -26,7 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from chinwag.config import Settings
 from chinwag.db import files as files_db
 from chinwag.db.files import StoredFile
-from chinwag.errors import BadRequest, NotFound, PayloadTooLarge
+from chinwag.errors import BadRequest, NotFound, PayloadTooLarge, QuotaExceeded
 from chinwag.llm.tokens import TiktokenCounter
 from chinwag.schemas.files import File
 from chinwag.services.file_extract import Extracted, TextCounter, extract_text, sniff_content_type
@@ -265,6 +265,7 @@ class FileService:
         self._pool = pool
         self._sessions = sessions
         self._max_bytes = settings.max_upload_bytes
+        self._quota = settings.max_storage_bytes_per_user
         self._store = store
         self._counter = counter
 
@@ -292,10 +293,15 @@ class FileService:
         sid = await self._own_session(user_id, session_id)
         if content_length is not None and content_length > self._max_bytes + _FORM_OVERHEAD:
             raise self._too_large()
+        used = await files_db.user_storage_bytes(self._pool, user_id=parse_id(user_id, what="user"))
+        if used >= self._quota:
+            raise self._over_quota(used)
         form = _MultipartFile(content_type)
         temp = await asyncio.to_thread(self._store.new_temp_path, sid)
         try:
             size, sha256 = await self._receive(form, body, temp)
+            if used + size > self._quota:  # checked again on the bytes that came, before any extraction
+                raise self._over_quota(used)
             name = display_name(form.filename or "")
             detected, extracted, tokens = await asyncio.to_thread(self._inspect, temp, name)
             file_id = uuid.uuid4()
@@ -347,6 +353,12 @@ class FileService:
         if not form.file_complete or not form.ended:
             raise BadRequest("the multipart body ended early")
         return sink.size, sink.hexdigest()
+
+    def _over_quota(self, used: int) -> QuotaExceeded:
+        return QuotaExceeded(
+            f"your files use {used} of {self._quota} bytes: delete some to upload this one",
+            headers={"Connection": "close"},
+        )
 
     def _too_large(self) -> PayloadTooLarge:
         # Closing the connection stops the client sending the rest (the server would otherwise read and discard it).

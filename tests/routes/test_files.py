@@ -578,3 +578,23 @@ async def test_stored_files_are_private_to_chinwags_user(
     assert path.parent.stat().st_mode & 0o777 == 0o700
     assert files_dir(server).stat().st_mode & 0o777 == 0o700
     assert data_dir.stat().st_mode & 0o777 == 0o755
+
+
+async def test_uploads_past_the_users_storage_quota_are_refused(
+    server_factory: ServerFactory, user_factory: UserFactory
+) -> None:
+    server = await server_factory(max_storage_bytes_per_user=1000)
+    alice, bob = await user_factory(server), await user_factory(server)
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=30) as client:
+        first, second = await new_session(client, alice), await new_session(client, alice)
+        kept = await upload(client, alice, first, "a.txt", b"a" * 600)
+        assert kept.status_code == 201, kept.text
+        over = await upload(client, alice, second, "b.txt", b"b" * 600)  # the quota spans all her sessions
+        assert over.status_code == 413
+        assert over.json()["code"] == "quota_exceeded"
+        assert (await client.get(f"/sessions/{second}/files", headers=alice.headers)).json()["items"] == []
+        assert (await upload(client, alice, second, "c.txt", b"c" * 300)).status_code == 201  # what still fits
+        assert (await upload(client, bob, await new_session(client, bob), "d.txt", b"d" * 600)).status_code == 201
+        await client.delete(f"/sessions/{first}/files/{kept.json()['id']}", headers=alice.headers)
+        assert (await upload(client, alice, second, "b.txt", b"b" * 600)).status_code == 201  # room again
+    assert len(stored_paths(server)) == 3
