@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     """Runs one user may have going at once, over all their sessions and every worker (the runs table)."""
     max_storage_bytes_per_user: int = Field(default=1024 * MiB, gt=0)
     """Bytes of uploaded files one user may keep (then uploads answer 413 `quota_exceeded`)."""
+    search_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    """Longest a search query may run in PostgreSQL (then 503)."""
+    search_concurrency_per_user: int = Field(default=2, gt=0, le=100)
+    """Searches one user may have running at once, per process (then 429)."""
     chat_messages_per_minute: int = Field(default=0, ge=0)
     """Chat messages one user may send per minute, over all their sessions; 0: no limit."""
     # Argon2id cost: the defaults are argon2-cffi's (RFC 9106 low-memory profile); tests lower them.

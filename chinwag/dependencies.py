@@ -64,6 +64,7 @@ async def get_session_service(conn: HTTPConnection) -> SessionService:
         state.settings,
         files=FileStore.from_settings(state.settings),
         window=state.llm.catalog.context_window,
+        search_slots=state.search_slots,
     )
 
 

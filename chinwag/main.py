@@ -28,7 +28,7 @@ from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
 from chinwag.services.auth_service import AuthService, PasswordHashing
 from chinwag.services.chat_service import ChatService
-from chinwag.services.rate_limit import open_rate_limiter
+from chinwag.services.rate_limit import ConcurrencySlots, open_rate_limiter
 from chinwag.websocket.manager import ConnectionManager
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config))
             app.state.rate_limiter = await stack.enter_async_context(open_rate_limiter(settings))
+            app.state.search_slots = ConcurrencySlots()
             # Password hashing has threads of its own: nothing queued on the default executor delays a login, and
             # at most this many hashes (64 MiB each by default) run at once.
             hashing = stack.enter_context(

@@ -13,6 +13,7 @@ import orjson
 from chinwag.config import Settings
 from chinwag.db.embedded import embedded_postgres
 from chinwag.db.migrate import migrate
+from chinwag.db.sessions import Executor
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -30,6 +31,17 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
     reset would also run `RESET ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()`, one more round trip
     for every query made through the pool. chinwag keeps no session state on pooled connections (its advisory locks
     are transaction-scoped), so there is nothing left to reset."""
+
+
+@contextlib.asynccontextmanager
+async def statement_timeout(db: Executor, seconds: float) -> AsyncIterator[Executor]:
+    """A connection (from `db`, a pool or a connection) in a transaction whose statements are cancelled after
+    `seconds` (PostgreSQL raises `QueryCanceledError`): for queries whose cost depends on what a user typed."""
+    async with contextlib.AsyncExitStack() as stack:
+        conn = await stack.enter_async_context(db.acquire()) if isinstance(db, asyncpg.Pool) else db
+        await stack.enter_async_context(conn.transaction())
+        await conn.execute("SELECT set_config('statement_timeout', $1, true)", f"{max(1, int(seconds * 1000))}ms")
+        yield conn
 
 
 @contextlib.asynccontextmanager

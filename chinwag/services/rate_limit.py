@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import math
@@ -14,6 +15,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from chinwag.config import Settings
+from chinwag.errors import RateLimited
 
 
 class RateLimiter(Protocol):
@@ -129,6 +131,26 @@ class RedisRateLimiter:
         member = secrets.token_hex(8)
         count = await self._record(keys=[self._key(key)], args=[max(1, int(window_s * 1000)), member])
         return int(count)
+
+
+class ConcurrencySlots:
+    """At most `limit` things at once per key (a user's searches, say), in this process. One per app, owned by
+    the lifespan. Past the limit `hold` refuses at once (429) rather than queueing."""
+
+    def __init__(self) -> None:
+        self._held: collections.Counter[str] = collections.Counter()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, *, limit: int, detail: str) -> AsyncIterator[None]:
+        if self._held[key] >= limit:
+            raise RateLimited(detail, retry_after=1)
+        self._held[key] += 1
+        try:
+            yield
+        finally:
+            self._held[key] -= 1
+            if self._held[key] <= 0:
+                del self._held[key]
 
 
 @contextlib.asynccontextmanager
