@@ -96,6 +96,8 @@ def serve(
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """What `serve` sets on uvicorn beyond the address: socket limits, and whom it believes about the client."""
     return {
+        # Always 1009 for an oversize frame and 1007 for bad UTF-8, with a warning line, never a dropped connection.
+        "ws": "chinwag.websocket.protocol:ChinwagWebSocketProtocol",
         "ws_max_size": 1024 * 1024,
         "ws_ping_interval": 20.0,
         "ws_ping_timeout": 20.0,

@@ -164,6 +164,7 @@ async def serve(app: FastAPI) -> AsyncIterator[RunningServer]:
         port=port,
         log_level="warning",
         lifespan="on",
+        ws="chinwag.websocket.protocol:ChinwagWebSocketProtocol",  # as `chinwag serve` has it
         ws_max_size=1024 * 1024,
         proxy_headers=False,
     )

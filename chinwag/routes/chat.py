@@ -4,7 +4,8 @@ Accept first, then authenticate: a bad or missing token closes with 4401, a sess
 4404, before any other frame. Then `ready`, and two loops side by side: frames from the client, and the socket's
 send queue (fed by the session's room). Keep-alive: uvicorn sends protocol pings every `ws_ping_interval` (20 s,
 set in `chinwag serve`; uvicorn's default too), which is what proxies see; frames over `ws_max_size` (1 MiB) are
-closed by uvicorn with 1009.
+closed with 1009 and text that is not UTF-8 with 1007, by `websocket/protocol.py` (uvicorn's protocol, made to
+deliver those close frames).
 """
 
 from __future__ import annotations
