@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
@@ -144,6 +146,36 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
 )
 RETRY_AFTER_S = 5
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (422 adds FastAPI's list of problems in `detail`)."""
+
+    detail: str
+    code: str
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "No valid credential (`unauthorized`, `invalid_token`, `invalid_credentials`)",
+    403: "Not allowed (`forbidden`, `registration_closed`)",
+    404: "Not found, or another user's",
+    409: "Conflict (`conflict`, `busy`)",
+    413: "Too large (`too_large`, `quota_exceeded`)",
+    415: "Type not allowed",
+    429: "Rate limited: see Retry-After",
+    503: "A backing service is unavailable: see Retry-After",
+}
+# What any route may answer: a body past the cap, a limit, a database that is down.
+COMMON_ERRORS = (400, 413, 429, 503)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for a router or route: these statuses and the common ones, each with `ErrorBody`."""
+    return {
+        status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]}
+        for status in sorted({*COMMON_ERRORS, *statuses})
+    }
 
 
 def error_body(detail: str, code: str) -> dict[str, str]:

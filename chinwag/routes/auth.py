@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from chinwag.dependencies import Auth, CurrentUser
+from chinwag.errors import error_responses
 from chinwag.schemas.users import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -17,7 +18,7 @@ from chinwag.schemas.users import (
     User,
 )
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], responses=error_responses(401, 403, 404, 409))
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED)
