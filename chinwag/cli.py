@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -89,12 +89,24 @@ def serve(
             workers=workers if not reload else None,
             reload=reload,
             log_config=None,
-            ws_max_size=1024 * 1024,
-            ws_ping_interval=20.0,
-            ws_ping_timeout=20.0,
-            ws_per_message_deflate=False,
-            timeout_graceful_shutdown=10,
+            **uvicorn_options(settings),
         )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What `serve` sets on uvicorn beyond the address: socket limits, and whom it believes about the client."""
+    return {
+        # Always 1009 for an oversize frame and 1007 for bad UTF-8, with a warning line, never a dropped connection.
+        "ws": "chinwag.websocket.protocol:ChinwagWebSocketProtocol",
+        "ws_max_size": 1024 * 1024,
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+        "ws_per_message_deflate": False,
+        "timeout_graceful_shutdown": 10,
+        # uvicorn's own default trusts X-Forwarded-For from 127.0.0.1: only the configured proxies may set it.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies) or None,
+    }
 
 
 def _exit_quietly(signum: int, frame: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import time
@@ -22,6 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_MODEL = "gpt-4.1-mini"
 DEFAULT_CONTEXT_WINDOW = 128_000
 MiB = 1024 * 1024
+MIN_SECRET_BYTES = 32
 
 
 class ModelSpec(BaseModel, frozen=True):
@@ -63,18 +65,40 @@ class Settings(BaseSettings):
 
     registration: Literal["open", "first_user", "closed"] = "first_user"
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    """Addresses or CIDRs of the reverse proxies whose `X-Forwarded-For` names the client; none by default."""
     max_upload_bytes: int = Field(default=20 * MiB, gt=0)
+    max_body_bytes: int = Field(default=1 * MiB, gt=0)
+    """Largest JSON request body (uploads have `max_upload_bytes`)."""
     max_message_chars: int = Field(default=100_000, gt=0, le=10_000_000)
 
     access_token_ttl_s: int = Field(default=15 * 60, gt=0)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, gt=0)
+    ws_auth_recheck_s: float = Field(default=60.0, gt=0, le=60)
+    """How often an open chat socket checks that its credential still works (it also does when it starts a run)."""
     login_attempts_per_minute: int = Field(default=10, gt=0)
+    registrations_per_hour: int = Field(default=10, gt=0)
+    """Registration attempts per client address per hour (each costs a password hash)."""
+    max_sockets_per_user: int = Field(default=32, gt=0)
+    """Chat sockets one user may hold open at once, per process (then `rate_limited` and close 4429)."""
+    max_active_runs_per_user: int = Field(default=4, gt=0)
+    """Runs one user may have going at once, over all their sessions and every worker (the runs table)."""
+    max_storage_bytes_per_user: int = Field(default=1024 * MiB, gt=0)
+    """Bytes of uploaded files one user may keep (then uploads answer 413 `quota_exceeded`)."""
+    search_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    """Longest a search query may run in PostgreSQL (then 503)."""
+    search_concurrency_per_user: int = Field(default=2, gt=0, le=100)
+    """Searches one user may have running at once, per process (then 429)."""
     chat_messages_per_minute: int = Field(default=0, ge=0)
     """Chat messages one user may send per minute, over all their sessions; 0: no limit."""
     # Argon2id cost: the defaults are argon2-cffi's (RFC 9106 low-memory profile); tests lower them.
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=65536, ge=1024, le=4 * 1024 * 1024)
+    password_hash_threads: int = Field(default=2, ge=1, le=64)
+    """Threads that hash passwords (their own: no other work can delay a login); also how many hashes run at once."""
     db_pool_size: int = Field(default=10, ge=1, le=500)
+    db_acquire_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """How long a request waits for a free database connection before it answers 503."""
 
     @field_validator("models", mode="before")
     @classmethod
@@ -106,6 +130,28 @@ class Settings(BaseSettings):
     def _parse_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(o.strip() for o in value.split(",") if o.strip())
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or network (CIDR)") from None
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_BYTES} bytes (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`), or unset to have one generated"
+            )
         return value
 
     @model_validator(mode="after")
@@ -173,6 +219,11 @@ def load_or_create_secret(settings: Settings) -> str:
         for _ in range(50):
             value = path.read_text().strip()
             if value:
+                if len(value.encode()) < MIN_SECRET_BYTES:
+                    raise SettingsError(
+                        f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes; delete it (a new one is "
+                        "generated, and every token signed with the old one stops working) or set CHINWAG_SECRET_KEY"
+                    ) from None
                 return value
             time.sleep(0.02)
         raise SettingsError(f"{path} is empty; delete it or set CHINWAG_SECRET_KEY") from None

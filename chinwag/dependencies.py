@@ -6,6 +6,7 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from chinwag.config import Settings
@@ -40,7 +41,13 @@ def get_auth_service(conn: HTTPConnection) -> AuthService:
     return auth
 
 
-async def get_current_user(conn: HTTPConnection) -> User:
+# Declares the scheme in OpenAPI (every route that needs a user shows it); the middleware does the checking.
+bearer_scheme = HTTPBearer(auto_error=False, description="An access token (from /auth/login) or an API key (`cw_...`).")
+
+
+async def get_current_user(
+    conn: HTTPConnection, _credential: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+) -> User:
     """The caller (see `AuthMiddleware`): 401 `unauthorized` without a token, `invalid_token` with a bad one."""
     state = conn.scope.get("state", {})
     user: User | None = state.get("user")
@@ -64,6 +71,7 @@ async def get_session_service(conn: HTTPConnection) -> SessionService:
         state.settings,
         files=FileStore.from_settings(state.settings),
         window=state.llm.catalog.context_window,
+        search_slots=state.search_slots,
     )
 
 

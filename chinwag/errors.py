@@ -6,11 +6,17 @@ Services raise these; routes never build `HTTPException`s. A WebSocket route map
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any
 
+import asyncpg
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +102,12 @@ class PayloadTooLarge(ChinwagError):
     code = "too_large"
 
 
+class QuotaExceeded(PayloadTooLarge):
+    """The user's storage quota is used up: delete files to make room."""
+
+    code = "quota_exceeded"
+
+
 class UnsupportedMediaType(ChinwagError):
     """This file type is not allowed."""
 
@@ -123,8 +135,70 @@ class ServiceUnavailable(ChinwagError):
     retryable = True
 
 
+# What a database (or other backing service) that is down, restarting, full or too slow to lend a connection
+# raises: the request was fine, it may be retried. `TimeoutError` is also what a pool acquire that waited too long
+# raises.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+RETRY_AFTER_S = 5
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (422 adds FastAPI's list of problems in `detail`)."""
+
+    detail: str
+    code: str
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "No valid credential (`unauthorized`, `invalid_token`, `invalid_credentials`)",
+    403: "Not allowed (`forbidden`, `registration_closed`)",
+    404: "Not found, or another user's",
+    409: "Conflict (`conflict`, `busy`)",
+    413: "Too large (`too_large`, `quota_exceeded`)",
+    415: "Type not allowed",
+    429: "Rate limited: see Retry-After",
+    503: "A backing service is unavailable: see Retry-After",
+}
+# What any route may answer: a body past the cap, a limit, a database that is down.
+COMMON_ERRORS = (400, 413, 429, 503)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for a router or route: these statuses and the common ones, each with `ErrorBody`."""
+    return {
+        status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]}
+        for status in sorted({*COMMON_ERRORS, *statuses})
+    }
+
+
 def error_body(detail: str, code: str) -> dict[str, str]:
     return {"detail": detail, "code": code}
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    detail: str,
+    code: str,
+    *,
+    headers: Iterable[tuple[str, str]] = (),
+    close: bool = False,
+) -> None:
+    """Answer `{"detail", "code"}` straight from ASGI middleware (before the app's own handlers)."""
+    body = orjson.dumps(error_body(detail, code))
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    if close:  # the rest of the body is never read: the connection cannot carry another request
+        raw.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 _HTTP_CODES = {
@@ -135,6 +209,8 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "too_large",
+    422: "validation_error",
+    503: "unavailable",
     415: "unsupported_type",
     429: "rate_limited",
 }
@@ -164,6 +240,17 @@ def install_error_handlers(app: FastAPI) -> None:
             clean = {k: v for k, v in err.items() if k in ("type", "loc", "msg")}
             errors.append(clean)
         return JSONResponse({"detail": errors, "code": "validation_error"}, status_code=422)
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("%s %s: a backing service is unavailable: %r", request.method, request.url.path, exc)
+        return JSONResponse(
+            error_body("The service is unavailable right now: try again shortly.", "unavailable"),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -5,18 +5,35 @@ from __future__ import annotations
 import logging
 import os
 import re
+from urllib.parse import unquote_plus
 
 from chinwag.middleware.request_id import RequestIdFilter
 
-# uvicorn logs each WebSocket's path with its query string, and browsers can only send the token there.
-_SECRET_PARAMS = re.compile(r"([?&](?:token|access_token|api_key)=)[^&\s\"']+", re.IGNORECASE)
+# uvicorn logs each WebSocket's path with its query string, and browsers can only send the token there. The query is
+# judged as the server parses it (percent-decoded names: `?%74oken=` is `token`), never by its raw spelling.
+_SECRET_NAMES = frozenset({"token", "access_token", "api_key", "refresh_token"})
+_QUERY = re.compile(r"\?([^\s\"'#]+)")
+
+
+def _redact_query(match: re.Match[str]) -> str:
+    pairs = match.group(1).split("&")
+    for i, pair in enumerate(pairs):
+        name, eq, _ = pair.partition("=")
+        if eq and unquote_plus(name).strip().lower() in _SECRET_NAMES:
+            pairs[i] = f"{name}=***"
+    return "?" + "&".join(pairs)
+
+
+def redact(text: str) -> str:
+    """`text` with the value of every secret query parameter of every URL in it replaced by `***`."""
+    return _QUERY.sub(_redact_query, text) if "?" in text else text
 
 
 class RedactingFormatter(logging.Formatter):
     """Replaces token values in URLs (`?token=...`) with `***` in every formatted line, tracebacks included."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return _SECRET_PARAMS.sub(r"\1***", super().format(record))
+        return redact(super().format(record))
 
 
 def configure_logging() -> None:

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -13,18 +14,21 @@ from fastapi.middleware.cors import CORSMiddleware
 from chinwag import __version__
 from chinwag.config import Settings, load_or_create_secret
 from chinwag.db.pool import database_url, open_pool
+from chinwag.dependencies import get_current_user
 from chinwag.errors import install_error_handlers
 from chinwag.llm.provider import LlmClients
 from chinwag.mcp import McpPool, load_mcp_config
 from chinwag.middleware.auth import AuthMiddleware
+from chinwag.middleware.body_limit import BodyLimitMiddleware
+from chinwag.middleware.client_address import ClientAddressMiddleware, TrustedProxies, parse_networks
 from chinwag.middleware.request_id import RequestIdMiddleware
 from chinwag.routes import auth, files, health, messages, search, sessions
 from chinwag.routes import chat as chat_routes
 from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
-from chinwag.services.auth_service import AuthService
+from chinwag.services.auth_service import AuthService, PasswordHashing
 from chinwag.services.chat_service import ChatService
-from chinwag.services.rate_limit import open_rate_limiter
+from chinwag.services.rate_limit import ConcurrencySlots, open_rate_limiter
 from chinwag.websocket.manager import ConnectionManager
 
 logger = logging.getLogger(__name__)
@@ -39,11 +43,23 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.secret = load_or_create_secret(settings)
         async with contextlib.AsyncExitStack() as stack:
             dsn = await stack.enter_async_context(database_url(settings))
-            app.state.pool = await stack.enter_async_context(open_pool(dsn, size=settings.db_pool_size))
+            app.state.pool = await stack.enter_async_context(
+                open_pool(dsn, size=settings.db_pool_size, acquire_timeout=settings.db_acquire_timeout_s)
+            )
             app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config))
             app.state.rate_limiter = await stack.enter_async_context(open_rate_limiter(settings))
+            app.state.search_slots = ConcurrencySlots()
+            # Password hashing has threads of its own: nothing queued on the default executor delays a login, and
+            # at most this many hashes (64 MiB each by default) run at once.
+            hashing = stack.enter_context(
+                ThreadPoolExecutor(settings.password_hash_threads, thread_name_prefix="chinwag-password")
+            )
             app.state.auth = AuthService(
-                pool=app.state.pool, settings=settings, secret=app.state.secret, limiter=app.state.rate_limiter
+                pool=app.state.pool,
+                settings=settings,
+                secret=app.state.secret,
+                limiter=app.state.rate_limiter,
+                passwords=PasswordHashing.from_settings(settings, executor=hashing),
             )
             app.state.llm = await stack.enter_async_context(LlmClients.open(settings))
             # Runs stop (recorded as interrupted) before the pool, MCP servers and model clients close.
@@ -66,7 +82,14 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="chinwag", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
-    # Innermost of the middleware: a 503 it may answer still passes through CORS and request ids.
+    # Innermost of the middleware (the body limit inside it reads who the caller is): a 503 either may answer still
+    # passes through CORS and request ids.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        current_user=get_current_user,
+        own_cap=(files.upload_file,),
+    )
     app.add_middleware(AuthMiddleware)
     if settings.cors_origins:
         app.add_middleware(
@@ -76,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["*"],
         )
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ClientAddressMiddleware, proxies=TrustedProxies(parse_networks(settings.trusted_proxies)))
 
     app.include_router(health.router)
     # The history page is the busiest REST route: matched first, it skips the other routers' patterns.

@@ -124,6 +124,8 @@ def settings_factory(database_dsn: str, tmp_path: Path) -> Callable[..., Setting
             "secret_key": "test-secret-" + "x" * 40,
             "registration": "open",
             "db_pool_size": 4,
+            # Every test client is 127.0.0.1: tests of the registration limit set their own.
+            "registrations_per_hour": 10_000,
             # Argon2id at its lowest cost: tests check behaviour, not hash strength.
             "password_hash_time_cost": 1,
             "password_hash_memory_kib": 1024,
@@ -155,8 +157,16 @@ class RunningServer:
 @contextlib.asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[RunningServer]:
     port = free_port()
+    # proxy_headers off, as `chinwag serve` has it: the app alone decides whose X-Forwarded-For counts.
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws_max_size=1024 * 1024
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws="chinwag.websocket.protocol:ChinwagWebSocketProtocol",  # as `chinwag serve` has it
+        ws_max_size=1024 * 1024,
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

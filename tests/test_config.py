@@ -89,3 +89,17 @@ def test_configured_secret_wins(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path, secret_key="s" * 40)
     assert load_or_create_secret(settings) == "s" * 40
     assert not (tmp_path / "secret_key").exists()
+
+
+def test_a_short_secret_key_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"CHINWAG_SECRET_KEY: .*at least 32 bytes"):
+        load_settings(_env_file=None, secret_key="x" * 31)
+    assert load_settings(_env_file=None, secret_key="é" * 16).secret_key is not None  # 32 bytes in UTF-8
+    (tmp_path / "secret_key").write_text("short")
+    with pytest.raises(SettingsError, match="shorter than 32 bytes"):
+        load_or_create_secret(Settings(_env_file=None, data_dir=tmp_path))
+
+
+def test_the_generated_secret_is_long_enough(tmp_path: Path) -> None:
+    secret = load_or_create_secret(Settings(_env_file=None, data_dir=tmp_path))
+    assert load_settings(_env_file=None, secret_key=secret).secret_key is not None

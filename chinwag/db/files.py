@@ -112,6 +112,16 @@ async def insert_file(
     return _stored(row)
 
 
+async def user_storage_bytes(conn: Conn, *, user_id: uuid.UUID) -> int:
+    """Bytes of every file in the user's sessions."""
+    total: int = await conn.fetchval(
+        "SELECT coalesce(sum(f.size), 0)::bigint FROM files f JOIN sessions s ON s.id = f.session_id"
+        " WHERE s.user_id = $1",
+        user_id,
+    )
+    return total
+
+
 async def list_files(conn: Conn, *, session_id: uuid.UUID) -> list[StoredFile]:
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM files WHERE session_id = $1 ORDER BY created_at, id",

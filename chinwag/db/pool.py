@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import orjson
@@ -12,6 +13,7 @@ import orjson
 from chinwag.config import Settings
 from chinwag.db.embedded import embedded_postgres
 from chinwag.db.migrate import migrate
+from chinwag.db.sessions import Executor
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -32,6 +34,17 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
 
 
 @contextlib.asynccontextmanager
+async def statement_timeout(db: Executor, seconds: float) -> AsyncIterator[Executor]:
+    """A connection (from `db`, a pool or a connection) in a transaction whose statements are cancelled after
+    `seconds` (PostgreSQL raises `QueryCanceledError`): for queries whose cost depends on what a user typed."""
+    async with contextlib.AsyncExitStack() as stack:
+        conn = await stack.enter_async_context(db.acquire()) if isinstance(db, asyncpg.Pool) else db
+        await stack.enter_async_context(conn.transaction())
+        await conn.execute("SELECT set_config('statement_timeout', $1, true)", f"{max(1, int(seconds * 1000))}ms")
+        yield conn
+
+
+@contextlib.asynccontextmanager
 async def database_url(settings: Settings) -> AsyncIterator[str]:
     """The configured DSN, or the embedded server's while it runs."""
     if settings.database_url:
@@ -41,18 +54,47 @@ async def database_url(settings: Settings) -> AsyncIterator[str]:
             yield dsn
 
 
+class BoundedPool(asyncpg.Pool):
+    """A pool whose `acquire()` waits at most `acquire_timeout` seconds unless told otherwise (asyncpg's waits for
+    ever), so a request that finds every connection busy fails with `TimeoutError` (503) instead of queueing
+    without end. `pool.fetch()` and the other shortcuts acquire through it too."""
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+
 @contextlib.asynccontextmanager
-async def open_pool(dsn: str, *, size: int = 10, run_migrations: bool = True) -> AsyncIterator[asyncpg.Pool]:
+async def open_pool(
+    dsn: str, *, size: int = 10, run_migrations: bool = True, acquire_timeout: float | None = None
+) -> AsyncIterator[asyncpg.Pool]:
     """A pool on `dsn`, migrated first. Connections come up lazily, so a database that is down at start-up
-    fails here, and one that goes down later only fails the requests that need it."""
+    fails here, and one that goes down later only fails the requests that need it. `acquire_timeout`: how long a
+    caller may wait for a free connection (None: as long as it takes)."""
     if run_migrations:
         conn = await asyncpg.connect(dsn)
         try:
             await migrate(conn)
         finally:
             await conn.close()
-    pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, init=_init_connection, reset=_reset_connection, command_timeout=30
+    pool = await BoundedPool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        init=_init_connection,
+        reset=_reset_connection,
+        command_timeout=30,
+        acquire_timeout=acquire_timeout,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,  # these four: asyncpg.create_pool's defaults
+        loop=None,
     )
     try:
         yield pool

@@ -63,6 +63,16 @@ async def find_by_client_id(db: Executor, *, session_id: uuid.UUID, client_id: s
     return None if row is None else _record(row)
 
 
+async def count_running_for_user(db: Executor, user_id: uuid.UUID) -> int:
+    """How many runs of this user's sessions are running now, on any worker."""
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM runs r JOIN sessions s ON s.id = r.session_id"
+        " WHERE s.user_id = $1 AND r.status = 'running'",
+        user_id,
+    )
+    return count
+
+
 async def start_with_message(
     db: Executor,
     *,

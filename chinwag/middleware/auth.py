@@ -8,14 +8,14 @@ with the `CurrentUser` dependency; the chat WebSocket calls `user_from_scope` an
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 import asyncpg
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chinwag.errors import InvalidToken, error_body
+from chinwag.errors import InvalidToken, send_error
 from chinwag.schemas.users import User
 
 if TYPE_CHECKING:
@@ -24,23 +24,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_TOKEN_LENGTH = 4096
+# RFC 6750's b64token: what JWTs and chinwag's keys are made of.
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 def bearer_token(scope: Scope) -> str | None:
-    """The token of `Authorization: Bearer ...`, or for a WebSocket also of `?token=`; None when absent."""
+    """The token of `Authorization: Bearer ...`, or for a WebSocket also of `?token=`; None when absent, "" when
+    malformed. A credential is the exact string sent or nothing: surrounding or inner whitespace, other characters
+    than a token's, or two `token` parameters make it malformed, never trimmed into a valid one."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            if scheme.lower() == "bearer":
-                bearer: str = token.strip()
-                return bearer
-            return ""
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token if scheme.lower() == "bearer" and _TOKEN.fullmatch(token) else ""
     if scope["type"] == "websocket":
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        tokens = query.get("token")
+        tokens = [v for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1")) if k == "token"]
         if tokens:
-            first: str = tokens[0].strip()
-            return first
+            return tokens[0] if len(tokens) == 1 and _TOKEN.fullmatch(tokens[0]) else ""
     return None
 
 
@@ -48,6 +47,11 @@ def user_from_scope(scope: Scope) -> User | None:
     """The authenticated user of a request or WebSocket, or None (then `auth_error_from_scope` may say why)."""
     user: User | None = scope.get("state", {}).get("user")
     return user
+
+
+def auth_unavailable_from_scope(scope: Scope) -> bool:
+    """True when the caller could not be checked because the database was unreachable (not a bad credential)."""
+    return bool(scope.get("state", {}).get("auth_unavailable"))
 
 
 def auth_error_from_scope(scope: Scope) -> str | None:
@@ -84,20 +88,11 @@ class AuthMiddleware:
                         await _unavailable(send)
                         return
                     state["auth_error"] = "Authentication is unavailable right now."
+                    state["auth_unavailable"] = True
         await self.app(scope, receive, send)
 
 
 async def _unavailable(send: Send) -> None:
-    body = orjson.dumps(error_body("The database is unavailable: try again shortly.", "unavailable"))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"5"),
-            ],
-        }
+    await send_error(
+        send, 503, "The database is unavailable: try again shortly.", "unavailable", headers=[("Retry-After", "5")]
     )
-    await send({"type": "http.response.body", "body": body})

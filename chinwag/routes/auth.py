@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from chinwag.dependencies import Auth, CurrentUser
+from chinwag.errors import error_responses
 from chinwag.schemas.users import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -17,13 +18,14 @@ from chinwag.schemas.users import (
     User,
 )
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], responses=error_responses(401, 403, 404, 409))
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED)
-async def register(body: RegisterRequest, auth: Auth) -> User:
+async def register(body: RegisterRequest, auth: Auth, request: Request) -> User:
     """Create an account (as CHINWAG_REGISTRATION allows)."""
-    return await auth.register(email=body.email, password=body.password, display_name=body.display_name)
+    client = request.client.host if request.client else None
+    return await auth.register(email=body.email, password=body.password, display_name=body.display_name, client=client)
 
 
 @router.post("/login")

@@ -6,10 +6,11 @@ from fastapi import APIRouter
 
 from chinwag import __version__
 from chinwag.dependencies import AppSettings, Catalog, Mcp
+from chinwag.errors import error_responses
 from chinwag.schemas.config import Limits, McpServerInfo, ModelInfo, ServerConfig
 from chinwag.services.file_extract import ALLOWED_TYPES
 
-router = APIRouter(prefix="/config", tags=["config"])
+router = APIRouter(prefix="/config", tags=["config"], responses=error_responses())
 
 
 @router.get("")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from chinwag.dependencies import AppSettings, CurrentUser, Llm, Pool
+from chinwag.errors import error_responses
 from chinwag.schemas.context import SessionContext
 from chinwag.services.session_service import context_windows
 from chinwag.services.token_aware_session import session_context
 
-router = APIRouter(prefix="/sessions", tags=["sessions"])
+router = APIRouter(prefix="/sessions", tags=["sessions"], responses=error_responses(401, 404))
 
 
 @router.get("/{session_id}/context")

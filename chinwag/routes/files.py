@@ -11,13 +11,12 @@ from fastapi.responses import FileResponse
 from starlette.requests import ClientDisconnect
 
 from chinwag.dependencies import CurrentUser, Files
-from chinwag.errors import BadRequest
+from chinwag.errors import BadRequest, error_responses
 from chinwag.schemas.files import File, FileList
 from chinwag.services.file_service import UPLOAD_FIELD
 
-router = APIRouter(prefix="/sessions", tags=["files"])
+router = APIRouter(prefix="/sessions", tags=["files"], responses=error_responses(401, 404, 415))
 
-_ERROR = {"content": {"application/json": {"example": {"detail": "...", "code": "..."}}}}
 # The body is parsed as a stream by the service (to stop at the size cap), so FastAPI is told its shape here.
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -62,7 +61,6 @@ def content_disposition(name: str) -> str:
     "/{session_id}/files",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=_UPLOAD_BODY,
-    responses={413: {"description": "Too large", **_ERROR}, 415: {"description": "Type not allowed", **_ERROR}},
 )
 async def upload_file(session_id: str, request: Request, user: CurrentUser, files: Files) -> File:
     """Upload a file (multipart field `file`); its type is judged by its content."""
@@ -90,7 +88,8 @@ async def get_file(session_id: str, file_id: str, user: CurrentUser, files: File
 @router.get(
     "/{session_id}/files/{file_id}/content",
     response_class=FileResponse,
-    responses={200: {"description": "The bytes, as an attachment", "content": {"application/octet-stream": {}}}},
+    # The detected type of the file (text/plain, application/pdf, image/png, ...), so any type.
+    responses={200: {"description": "The bytes, as an attachment", "content": {"*/*": {}}}},
 )
 async def download_file(session_id: str, file_id: str, user: CurrentUser, files: Files) -> FileResponse:
     """The file's bytes, as an attachment with its detected content type."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from chinwag.dependencies import Mcp, Pool
 
@@ -19,7 +20,19 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", response_model=None)
+class Readiness(BaseModel):
+    """What `/health/ready` answers, 200 or 503 alike."""
+
+    status: str
+    database: str
+    mcp_servers: list[dict[str, Any]]
+
+
+@router.get(
+    "/ready",
+    response_model=None,
+    responses={200: {"model": Readiness}, 503: {"model": Readiness, "description": "The database is unreachable"}},
+)
 async def ready(pool: Pool, mcp: Mcp) -> JSONResponse:
     """The database answers (503 while it does not); each MCP server's state, which never makes the server unready."""
     body: dict[str, Any] = {

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from chinwag.dependencies import CurrentUser, Sessions
+from chinwag.errors import error_responses
 from chinwag.schemas.messages import MAX_SEQ, MessagePage
 
-router = APIRouter(prefix="/sessions", tags=["messages"])
+router = APIRouter(prefix="/sessions", tags=["messages"], responses=error_responses(401, 404))
 
 
 @router.get("/{session_id}/messages", response_model=MessagePage)

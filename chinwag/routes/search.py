@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from chinwag.dependencies import CurrentUser, Sessions
+from chinwag.errors import error_responses
 from chinwag.schemas.messages import SearchResults
 from chinwag.schemas.sessions import SafeText
 
-router = APIRouter(prefix="/search", tags=["search"])
+router = APIRouter(prefix="/search", tags=["search"], responses=error_responses(401))
 
 
 @router.get("")

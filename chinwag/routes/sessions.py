@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from chinwag.dependencies import CurrentUser, Sessions
+from chinwag.errors import error_responses
 from chinwag.schemas.sessions import Session, SessionCreate, SessionPage, SessionUpdate
 
-router = APIRouter(prefix="/sessions", tags=["sessions"])
+router = APIRouter(prefix="/sessions", tags=["sessions"], responses=error_responses(401, 404, 409))
 
 PageLimit = Annotated[int, Query(ge=1, le=100, description="page size, 1-100")]
 

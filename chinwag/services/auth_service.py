@@ -2,7 +2,8 @@
 into a `User`.
 
 Access tokens are short-lived JWTs (HS256 only). Refresh tokens and API keys are random strings of which only the
-sha256 is stored. Argon2id hashing is CPU-heavy, so it runs in a worker thread, never on the event loop.
+sha256 is stored. Argon2id hashing is CPU- and memory-heavy, so it runs in threads of its own (a bounded executor
+the lifespan owns), never on the event loop nor behind other work.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 import asyncpg
 import jwt
@@ -29,10 +32,13 @@ from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 JWT_ALGORITHM = "HS256"
 API_KEY_PREFIX = "cw_"
 REFRESH_TOKEN_PREFIX = "cwr_"
 LOGIN_WINDOW_S = 60.0
+REGISTER_WINDOW_S = 3600.0
 
 
 def sha256(value: str) -> bytes:
@@ -49,30 +55,37 @@ def _parse_uuid(value: object) -> uuid.UUID | None:
 
 
 class PasswordHashing:
-    """Argon2id via argon2-cffi, run in a thread. Owns the dummy hash that unknown emails are checked against,
-    so that a wrong email costs as long as a wrong password."""
+    """Argon2id via argon2-cffi, run in `executor` (the lifespan gives it threads of its own, so that no other work
+    queued on asyncio's default executor, file extraction say, can hold up a login; None: the default executor).
+    Owns the dummy hash that unknown emails are checked against, so that a wrong email costs as long as a wrong
+    password."""
 
-    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+    def __init__(self, hasher: PasswordHasher | None = None, *, executor: Executor | None = None) -> None:
         self._hasher = hasher or PasswordHasher()
+        self._executor = executor
         self._dummy: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PasswordHashing:
-        return cls(
-            PasswordHasher(time_cost=settings.password_hash_time_cost, memory_cost=settings.password_hash_memory_kib)
+    def from_settings(cls, settings: Settings, *, executor: Executor | None = None) -> PasswordHashing:
+        hasher = PasswordHasher(
+            time_cost=settings.password_hash_time_cost, memory_cost=settings.password_hash_memory_kib
         )
+        return cls(hasher, executor=executor)
+
+    async def _run(self, func: Callable[..., T], *args: str) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await self._run(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         if password_hash is None:
             if self._dummy is None:
                 self._dummy = await self.hash(secrets.token_urlsafe(16))
             password_hash = self._dummy
-            await asyncio.to_thread(self._check, password_hash, password)
+            await self._run(self._check, password_hash, password)
             return False
-        return await asyncio.to_thread(self._check, password_hash, password)
+        return await self._run(self._check, password_hash, password)
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._hasher.check_needs_rehash(password_hash)
@@ -141,12 +154,21 @@ class AuthService:
 
     # --- accounts ---
 
-    async def register(self, *, email: str, password: str, display_name: str | None) -> User:
+    async def register(self, *, email: str, password: str, display_name: str | None, client: str | None = None) -> User:
         """Create an account as the registration mode allows. In `first_user` mode the first account is the
-        admin and registration closes behind it; concurrent first registrations are serialized by a lock."""
+        admin and registration closes behind it; concurrent first registrations are serialized by a lock.
+        Attempts are limited per client address (`registrations_per_hour`), checked before the costly hash."""
         mode = self._settings.registration
         if mode == "closed":
             raise RegistrationClosed()
+        if client is not None:
+            wait = await self._limiter.acquire(
+                f"register:addr:{client}", limit=self._settings.registrations_per_hour, window_s=REGISTER_WINDOW_S
+            )
+            if wait:
+                raise RateLimited(
+                    "Too many registrations from here: try again later.", retry_after=retry_after_seconds(wait)
+                )
         if mode == "first_user" and await db.any_user(self._pool):
             raise RegistrationClosed()
         password_hash = await self._passwords.hash(password)
@@ -179,25 +201,32 @@ class AuthService:
         return await _insert_user(conn, email=email, password_hash=password_hash, display_name=display_name, role=role)
 
     async def login(self, *, email: str, password: str, client: str | None) -> Tokens:
-        """Check a password and sign in. Attempts are limited per account and per client address; a successful
-        attempt does not count against either."""
+        """Check a password and sign in. Only failures count, per client address and per account:
+        - an address past its limit is refused before any password is checked (its own failures, never others');
+        - an account past its limit still takes its correct password; a wrong guess for it answers 429 (the
+          back-off slows guessing, and nobody can lock the owner out by failing on purpose).
+        """
         email = email.strip().lower()
         limit = self._settings.login_attempts_per_minute
-        keys = [f"login:account:{email}"] + ([f"login:addr:{client}"] if client else [])
-        taken: list[str] = []
-        for key in keys:
-            wait = await self._limiter.acquire(key, limit=limit, window_s=LOGIN_WINDOW_S)
+        address_key = f"login:addr:{client}" if client else None
+        if address_key is not None:
+            # Taken before the password is checked, so a burst cannot pass the limit; given back on success.
+            wait = await self._limiter.acquire(address_key, limit=limit, window_s=LOGIN_WINDOW_S)
             if wait:
-                for done in taken:
-                    await self._limiter.release(done)
-                raise RateLimited("Too many login attempts: try again later.", retry_after=retry_after_seconds(wait))
-            taken.append(key)
+                raise RateLimited(
+                    "Too many failed logins from here: try again later.", retry_after=retry_after_seconds(wait)
+                )
         found = await db.get_login(self._pool, email)
         ok = await self._passwords.verify(found[1] if found else None, password)
         if not ok or found is None:
+            failures = await self._limiter.record(f"login:account:{email}", window_s=LOGIN_WINDOW_S)
+            if failures > limit:
+                raise RateLimited(
+                    "Too many failed logins for this account: try again later.", retry_after=int(LOGIN_WINDOW_S)
+                )
             raise InvalidCredentials("Wrong email or password.")
-        for key in taken:
-            await self._limiter.release(key)
+        if address_key is not None:
+            await self._limiter.release(address_key)
         user, password_hash = found
         if self._passwords.needs_rehash(password_hash):
             await db.set_password_hash(self._pool, uuid.UUID(user.id), await self._passwords.hash(password))

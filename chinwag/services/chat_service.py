@@ -134,6 +134,7 @@ class ChatService:
         `BadRequest` for unknown `file_ids`. The caller has checked the content."""
         session = await self._sessions().get(user_id=user_id, session_id=session_id)
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
+        await self._check_active_runs(user_id)
         rate_key = await self._count_message(user_id)
         try:
             run_id = await self._start(
@@ -145,6 +146,15 @@ class ChatService:
         if run_id is None:
             await self._uncount(rate_key)  # a duplicate is not a new message
         return run_id
+
+    async def _check_active_runs(self, user_id: str) -> None:
+        """`RateLimited` when the user already has `max_active_runs_per_user` runs going (the runs table sees every
+        worker's). Two starts at the same instant may both pass: the bound is approximate by one, never unbounded."""
+        limit = self.deps.settings.max_active_runs_per_user
+        if await runs_db.count_running_for_user(self.deps.pool, uuid.UUID(user_id)) >= limit:
+            raise RateLimited(
+                f"At most {limit} runs at once per user: wait for one to end or interrupt it.", retry_after=5
+            )
 
     async def _uncount(self, key: str | None) -> None:
         if key is not None and self.limiter is not None:

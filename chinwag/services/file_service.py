@@ -17,7 +17,7 @@ import unicodedata
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 import asyncpg
 from python_multipart.exceptions import MultipartParseError
@@ -26,7 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from chinwag.config import Settings
 from chinwag.db import files as files_db
 from chinwag.db.files import StoredFile
-from chinwag.errors import BadRequest, NotFound, PayloadTooLarge
+from chinwag.errors import BadRequest, NotFound, PayloadTooLarge, QuotaExceeded
 from chinwag.llm.tokens import TiktokenCounter
 from chinwag.schemas.files import File
 from chinwag.services.file_extract import Extracted, TextCounter, extract_text, sniff_content_type
@@ -52,8 +52,23 @@ def parse_id(value: str, what: str = "file") -> uuid.UUID:
         raise NotFound(f"{what} not found") from None
 
 
+def private_dirs(base: Path, path: Path) -> None:
+    """Make `path` and the folders between it and `base` that do not exist yet, each 0700 (whatever the umask);
+    folders that already exist, and `base` and above, are left as they are. Blocking."""
+    base.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for folder in (path, *path.parents):
+        if folder == base or folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another upload made it first
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)
+
+
 class FileStore:
-    """The bytes of uploaded files on local disk, one folder per session."""
+    """The bytes of uploaded files on local disk, one folder per session, readable by chinwag's user only."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -83,13 +98,20 @@ class FileStore:
         Blocking (call it in a thread). Temporary files a crashed process left in this folder are removed here.
         """
         folder = self.session_dir(session_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.root.parent, folder)
         stale = time.time() - STALE_UPLOAD_S
         for old in folder.glob(".upload-*.part"):
             with contextlib.suppress(OSError):
                 if old.stat().st_mtime < stale:
                     old.unlink()
         return folder / f".upload-{uuid.uuid4()}.part"
+
+    @staticmethod
+    def create(path: Path) -> BinaryIO:
+        """A new file readable by chinwag's user only (0600), whatever the umask. Blocking."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "wb")
 
     async def remove(self, storage_key: str) -> None:
         """Remove one file's bytes (missing is fine)."""
@@ -243,6 +265,7 @@ class FileService:
         self._pool = pool
         self._sessions = sessions
         self._max_bytes = settings.max_upload_bytes
+        self._quota = settings.max_storage_bytes_per_user
         self._store = store
         self._counter = counter
 
@@ -270,10 +293,15 @@ class FileService:
         sid = await self._own_session(user_id, session_id)
         if content_length is not None and content_length > self._max_bytes + _FORM_OVERHEAD:
             raise self._too_large()
+        used = await files_db.user_storage_bytes(self._pool, user_id=parse_id(user_id, what="user"))
+        if used >= self._quota:
+            raise self._over_quota(used)
         form = _MultipartFile(content_type)
         temp = await asyncio.to_thread(self._store.new_temp_path, sid)
         try:
             size, sha256 = await self._receive(form, body, temp)
+            if used + size > self._quota:  # checked again on the bytes that came, before any extraction
+                raise self._over_quota(used)
             name = display_name(form.filename or "")
             detected, extracted, tokens = await asyncio.to_thread(self._inspect, temp, name)
             file_id = uuid.uuid4()
@@ -308,7 +336,7 @@ class FileService:
 
     async def _receive(self, form: _MultipartFile, body: AsyncIterator[bytes], temp: Path) -> tuple[int, str]:
         total = 0
-        with await asyncio.to_thread(temp.open, "wb") as f:
+        with await asyncio.to_thread(self._store.create, temp) as f:
             sink = _Sink(f)
             async for chunk in body:
                 total += len(chunk)
@@ -325,6 +353,12 @@ class FileService:
         if not form.file_complete or not form.ended:
             raise BadRequest("the multipart body ended early")
         return sink.size, sink.hexdigest()
+
+    def _over_quota(self, used: int) -> QuotaExceeded:
+        return QuotaExceeded(
+            f"your files use {used} of {self._quota} bytes: delete some to upload this one",
+            headers={"Connection": "close"},
+        )
 
     def _too_large(self) -> PayloadTooLarge:
         # Closing the connection stops the client sending the rest (the server would otherwise read and discard it).

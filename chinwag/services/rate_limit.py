@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import math
@@ -14,6 +15,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from chinwag.config import Settings
+from chinwag.errors import RateLimited
 
 
 class RateLimiter(Protocol):
@@ -26,6 +28,10 @@ class RateLimiter(Protocol):
 
     async def release(self, key: str) -> None:
         """Take back the latest hit of `key` (an attempt that turned out not to count)."""
+        ...
+
+    async def record(self, key: str, *, window_s: float) -> int:
+        """Record one hit whatever the count, and return how many hits the window holds now (this one included)."""
         ...
 
 
@@ -58,6 +64,15 @@ class InMemoryRateLimiter:
         if hits:
             hits.pop()
 
+    async def record(self, key: str, *, window_s: float) -> int:
+        now = self._clock()
+        hits = self._hits.setdefault(key, deque())
+        self._windows[key] = max(window_s, self._windows.get(key, 0.0))
+        while hits and hits[0] <= now - window_s:
+            hits.popleft()
+        hits.append(now)
+        return len(hits)
+
     def _sweep(self, now: float) -> None:
         stale = [k for k, h in self._hits.items() if not h or h[-1] <= now - self._windows.get(k, 0.0)]
         for key in stale:
@@ -80,6 +95,16 @@ redis.call('PEXPIRE', KEYS[1], window)
 return 0
 """
 
+_RECORD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], window)
+return redis.call('ZCARD', KEYS[1])
+"""
+
 
 class RedisRateLimiter:
     """The same sliding windows in Redis, shared by every worker and host. Keys are hashed: no email or address
@@ -89,6 +114,7 @@ class RedisRateLimiter:
         self._redis = redis
         self._prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)
+        self._record = redis.register_script(_RECORD)
 
     def _key(self, key: str) -> str:
         return self._prefix + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
@@ -100,6 +126,31 @@ class RedisRateLimiter:
 
     async def release(self, key: str) -> None:
         await self._redis.zpopmax(self._key(key))
+
+    async def record(self, key: str, *, window_s: float) -> int:
+        member = secrets.token_hex(8)
+        count = await self._record(keys=[self._key(key)], args=[max(1, int(window_s * 1000)), member])
+        return int(count)
+
+
+class ConcurrencySlots:
+    """At most `limit` things at once per key (a user's searches, say), in this process. One per app, owned by
+    the lifespan. Past the limit `hold` refuses at once (429) rather than queueing."""
+
+    def __init__(self) -> None:
+        self._held: collections.Counter[str] = collections.Counter()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, *, limit: int, detail: str) -> AsyncIterator[None]:
+        if self._held[key] >= limit:
+            raise RateLimited(detail, retry_after=1)
+        self._held[key] += 1
+        try:
+            yield
+        finally:
+            self._held[key] -= 1
+            if self._held[key] <= 0:
+                del self._held[key]
 
 
 @contextlib.asynccontextmanager

@@ -12,15 +12,19 @@ import logging
 import uuid
 from typing import Protocol
 
+import asyncpg
+
 from chinwag.config import Settings
 from chinwag.db import messages as messages_db
 from chinwag.db import sessions as sessions_db
+from chinwag.db.pool import statement_timeout
 from chinwag.db.sessions import ContextWindow, Executor
-from chinwag.errors import BadRequest, NotFound
+from chinwag.errors import BadRequest, NotFound, ServiceUnavailable
 from chinwag.llm.catalog import ModelCatalog
 from chinwag.schemas.messages import FinishReason, Message, MessageStatus, Role, SearchResults, ToolCall
 from chinwag.schemas.sessions import Session, SessionPage, SessionUpdate, TokenUsage
 from chinwag.services.message_utils import SessionCursor, parse_id
+from chinwag.services.rate_limit import ConcurrencySlots
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +50,12 @@ class SessionService:
         *,
         files: SessionFilesRemover | None = None,
         window: ContextWindow | None = None,
+        search_slots: ConcurrencySlots | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
         self._files = files
+        self._search_slots = search_slots or ConcurrencySlots()
         # The app passes its one catalog's lookup; building a catalog here is for callers outside a request.
         self._window = window or ModelCatalog(settings).context_window
 
@@ -155,10 +161,20 @@ class SessionService:
         return page
 
     async def search(self, *, user_id: str, query: str, limit: int = 20) -> SearchResults:
-        """Full-text search over the user's own messages."""
-        hits = await messages_db.search_messages(
-            self._db, user_id=parse_id(user_id, what="user"), query=query, limit=limit
-        )
+        """Full-text search over the user's own messages. Its cost depends on what was typed, so it is bounded:
+        `search_concurrency_per_user` at once per user (429 past it) and `search_timeout_s` each (then 503)."""
+        settings = self._settings
+        busy = f"At most {settings.search_concurrency_per_user} searches at once: wait for one to finish."
+        async with self._search_slots.hold(user_id, limit=settings.search_concurrency_per_user, detail=busy):
+            try:
+                async with statement_timeout(self._db, settings.search_timeout_s) as conn:
+                    hits = await messages_db.search_messages(
+                        conn, user_id=parse_id(user_id, what="user"), query=query, limit=limit
+                    )
+            except asyncpg.QueryCanceledError:
+                raise ServiceUnavailable(
+                    "The search took too long: try more specific words.", headers={"Retry-After": "5"}
+                ) from None
         return SearchResults(items=hits)
 
     # Layer 2 append API, for the chat service.

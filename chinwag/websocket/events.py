@@ -22,7 +22,9 @@ MAX_FILE_IDS = 100
 MAX_ID_CHARS = 100
 
 FinishReason = Literal["stop", "length", "interrupted", "error", "max_turns"]
-ErrorCode = Literal["bad_request", "busy", "not_found", "rate_limited", "llm_error", "resume_unavailable", "internal"]
+ErrorCode = Literal[
+    "bad_request", "busy", "not_found", "rate_limited", "llm_error", "resume_unavailable", "unavailable", "internal"
+]
 
 
 # --- client -> server ---------------------------------------------------------------------------------------------

@@ -224,6 +224,19 @@ class ConnectionManager:
         self._rooms: dict[str, set[Connection]] = {}
         self._subscriptions: dict[str, Unsubscribe] = {}
         self._live: dict[str, asyncio.Event] = {}
+        self._per_user: collections.Counter[str] = collections.Counter()
+
+    def claim_user_slot(self, user_id: str, *, limit: int) -> bool:
+        """Count one more open socket of this user in this process; False (nothing counted) past `limit`."""
+        if self._per_user[user_id] >= limit:
+            return False
+        self._per_user[user_id] += 1
+        return True
+
+    def release_user_slot(self, user_id: str) -> None:
+        self._per_user[user_id] -= 1
+        if self._per_user[user_id] <= 0:
+            del self._per_user[user_id]
 
     async def join(self, session_id: str, conn: Connection) -> None:
         """Add the socket to its session's room; returns once events published from now on reach it."""

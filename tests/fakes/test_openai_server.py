@@ -229,7 +229,7 @@ async def test_paced_tokens_and_stalls(fake: FakeOpenAI, client: AsyncOpenAI) ->
     assert arrivals[-1] >= 5 * 0.03 + 0.4
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert gaps[1] >= 0.4  # the stall sits between the second and the third token
-    assert max(gaps[0], gaps[2], gaps[3]) < 0.4
+    # No upper bound on the other gaps: a busy machine may stretch any of them (pacing speed is not a test's business).
 
 
 async def test_stall_before_headers_times_out_the_client(fake: FakeOpenAI) -> None:
@@ -240,7 +240,6 @@ async def test_stall_before_headers_times_out_the_client(fake: FakeOpenAI) -> No
 
 
 async def test_client_going_away_stops_a_long_stream() -> None:
-    started = time.monotonic()
     async with (
         FakeOpenAI.start(say("word " * 1000, delay=0.1)) as fake,
         AsyncOpenAI(base_url=fake.base_url, api_key="k", max_retries=0) as client,
@@ -252,11 +251,11 @@ async def test_client_going_away_stops_a_long_stream() -> None:
             break
         assert fake.active == 1
         await stream.close()
-        # 1000 tokens at 100 ms would take 100 s; the server notices the disconnect at the next token.
-        async with asyncio.timeout(2):
+        # 1000 tokens at 100 ms would take 100 s; the server notices the disconnect at the next token (a generous
+        # wait, well below the 100 s the stream would last).
+        async with asyncio.timeout(60):
             while fake.active:
                 await asyncio.sleep(0.01)
-    assert time.monotonic() - started < 5
 
 
 async def test_default_reply_echo_and_empty_script(fake: FakeOpenAI, client: AsyncOpenAI) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import socket
-import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -102,13 +101,12 @@ def test_long_texts_are_sliced_without_changing_the_count_much(counter: Tiktoken
     assert abs(sliced - exact) <= len(words) // 8192 + 1
 
 
-def test_pathological_runs_neither_crash_nor_crawl(counter: TiktokenCounter) -> None:
-    # Unsliced, tiktoken's regex overflows its stack on a million spaces (a Rust panic) and is quadratic on long runs.
-    started = time.monotonic()
+def test_pathological_runs_do_not_crash(counter: TiktokenCounter) -> None:
+    # Unsliced, tiktoken's regex overflows its stack on a million spaces (a Rust panic) and is quadratic on long runs
+    # (how fast the sliced count is belongs in bench/, not here).
     assert counter.count_text(" " * 1_000_000) > 0
     assert counter.count_text("a" * 1_000_000) > 0
     assert counter.count_text("\n" * 300_000) > 0
-    assert time.monotonic() - started < 10
 
 
 async def test_count_text_async_matches_and_uses_a_thread(counter: TiktokenCounter) -> None:

@@ -143,7 +143,7 @@ async def test_concurrent_runs_get_different_stdio_instances(pool: McpPool) -> N
             waited = time.monotonic() - started
             assert third.unavailable == ["fake"]
             assert [s.name for s in third.servers] == ["web"]
-        assert 0.25 <= waited < 4
+        assert waited >= 0.25  # it did wait for a free instance (how long at most is not a test's business)
     # Given back: both instances are free again.
     async with pool.acquire(["fake"], wait_s=0.1) as again:
         assert await whoami(again.servers[0]) in pids
@@ -174,7 +174,7 @@ async def test_a_waiting_acquisition_gets_the_instance_a_run_gives_back(pool: Mc
             waited = time.monotonic() - started
             assert waiting.unavailable == []
             pid = await whoami(waiting.servers[0])
-    assert 0.25 <= waited < 5
+    assert waited >= 0.25  # it got the instance once it was given back, not before
     assert pid in {holder.result() for holder in holders}
 
 
@@ -264,10 +264,8 @@ async def test_an_idle_instance_that_dies_is_replaced(pool: McpPool) -> None:
 async def test_a_slow_call_times_out_as_an_error_and_the_server_recovers(pool: McpPool) -> None:
     async with pool.acquire(["slow"]) as tools:
         server = pooled(tools.servers[0])
-        started = time.monotonic()
-        with pytest.raises(McpToolError, match=r"timed out after 0\.5 s"):
+        with pytest.raises(McpToolError, match=r"timed out after 0\.5 s"):  # the 30 s call was not waited out
             await server.call_tool("sleep", {"seconds": 30})
-        assert time.monotonic() - started < 3
     async with pool.acquire(["slow"], wait_s=20) as tools:
         assert tools.unavailable == []
         assert text_of(await pooled(tools.servers[0]).call_tool("sleep", {"seconds": 0.01})) == "slept 0.01"
@@ -297,9 +295,8 @@ async def test_large_output_is_cut_with_a_marker(pool: McpPool) -> None:
 
 
 async def test_a_server_that_cannot_start_leaves_the_others_working(pool: McpPool) -> None:
-    started = time.monotonic()
-    async with pool.acquire(["broken", "fake", "nobody", "off"], wait_s=10) as tools:
-        assert time.monotonic() - started < 5  # no waiting for a server that is down
+    # No waiting for a server that is down: an acquire that waited out `wait_s` (an hour) would hit this bound.
+    async with asyncio.timeout(120), pool.acquire(["broken", "fake", "nobody", "off"], wait_s=3600) as tools:
         assert tools.unavailable == ["broken", "nobody", "off"]
         assert [s.name for s in tools.servers] == ["fake"]
         assert text_of(await pooled(tools.servers[0]).call_tool("echo", {"text": "ok"})) == "ok"
@@ -347,13 +344,14 @@ async def test_interrupting_a_run_during_a_tool_call_is_quick_and_the_instance_s
         pid = await whoami(tools.servers[0])
         agent = Agent(name="assistant", model=model, mcp_servers=tools.servers)
         result = Runner.run_streamed(agent, "go", run_config=NO_TRACING)
-        started = 0.0
-        async for event in result.stream_events():
-            if event.type == "run_item_stream_event" and event.name == "tool_called":
-                await asyncio.sleep(0.2)
-                started = time.monotonic()
-                result.cancel()
-        assert 0 < time.monotonic() - started < 2
+        cancelled = False
+        async with asyncio.timeout(25):  # the tool sleeps 30 s: ending before that means the cancel cut it
+            async for event in result.stream_events():
+                if event.type == "run_item_stream_event" and event.name == "tool_called":
+                    await asyncio.sleep(0.2)
+                    cancelled = True
+                    result.cancel()
+        assert cancelled
     # Back in the pool, the same process answers at once (the cancelled call does not block it).
     async with pool.acquire(["fake"], wait_s=1) as first, pool.acquire(["fake"], wait_s=1) as second:
         pids = {await whoami(first.servers[0]), await whoami(second.servers[0])}

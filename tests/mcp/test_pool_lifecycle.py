@@ -36,8 +36,6 @@ async def test_stopping_the_pool_ends_every_server_process() -> None:
         async with pool.acquire(["fake"]) as first, pool.acquire(["fake"]) as second:
             pids = [await whoami(first.servers[0]), await whoami(second.servers[0])]
         assert all(pid_alive(pid) for pid in pids)
-        started = time.monotonic()
-    assert time.monotonic() - started < 8
     for pid in pids:
         assert not pid_alive(pid)
 
@@ -52,14 +50,13 @@ async def test_a_pool_with_no_servers_lends_nothing() -> None:
             assert tools.unavailable == ["ghost"]
 
 
-async def test_stopping_while_a_server_is_still_starting_is_quick() -> None:
-    # `sleep` never answers the MCP handshake: the pool must not wait out the connect timeout to stop.
+async def test_stopping_while_a_server_is_still_starting_does_not_wait_for_it() -> None:
+    # `sleep` never answers the MCP handshake: the pool must not wait out the connect timeout (an hour) to stop.
     config = parse_mcp_config({"mcpServers": {"mute": {"command": "sleep", "args": ["3600"]}}})
-    async with McpPool.start(config, connect_timeout_s=60) as pool:
-        await asyncio.sleep(0.3)
-        assert pool.status()[0].status == "starting"
-        started = time.monotonic()
-    assert time.monotonic() - started < 5
+    async with asyncio.timeout(120):  # a generous bound, far below the connect timeout: not a speed check
+        async with McpPool.start(config, connect_timeout_s=3600) as pool:
+            await asyncio.sleep(0.3)
+            assert pool.status()[0].status == "starting"
 
 
 async def test_a_server_that_never_answers_fails_after_the_connect_timeout() -> None:

@@ -188,3 +188,25 @@ async def test_websocket_without_a_good_token_gets_4401(ws_server: RunningServer
             await ws.recv()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4401
+
+
+@pytest.mark.parametrize("padded", ["{t}%20", "%20{t}", "{t}%09", "{t}+", "{t}%00", "{t}&token={t}", "{t}%0A"])
+async def test_websocket_token_is_the_exact_string_or_nothing(
+    ws_server: RunningServer, user_factory: UserFactory, padded: str
+) -> None:
+    carol = await user_factory(ws_server)
+    query = "?token=" + padded.format(t=carol.access_token)
+    async with connect(f"{ws_server.ws_url}/ws/whoami{query}") as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
+
+
+@pytest.mark.parametrize("header", ["Bearer  {t}", "Bearer {t} x", "Bearer {t}\tx", "Bearer \t{t}", "Bearer {t},{t}"])
+async def test_bearer_token_is_the_exact_string_or_nothing(
+    client: httpx.AsyncClient, alice: TestUser, header: str
+) -> None:
+    response = await client.get("/auth/me", headers={"Authorization": header.format(t=alice.access_token)})
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_token"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import asyncpg
@@ -292,13 +293,13 @@ async def test_made_up_api_key_is_refused(client: httpx.AsyncClient) -> None:
 # --- rate limits ---
 
 
-async def test_login_is_rate_limited_per_account(server_factory: ServerFactory) -> None:
+async def test_failed_logins_hold_back_their_own_address(server_factory: ServerFactory) -> None:
     server = await server_factory(login_attempts_per_minute=3)
     async with api(server) as client:
         await register(client, "henry@example.com")
         for _ in range(3):
             assert (await login(client, "henry@example.com", "wrong-password")).status_code == 401
-        limited = await login(client, "henry@example.com")  # even the right password waits now
+        limited = await login(client, "henry@example.com")  # this address failed 3 times: it waits
     assert limited.status_code == 429
     assert limited.json()["code"] == "rate_limited"
     assert 1 <= int(limited.headers["retry-after"]) <= 60
@@ -412,3 +413,36 @@ async def test_lone_surrogates_in_fields_are_refused(client: httpx.AsyncClient, 
         response = await client.post(path, content=raw, headers=headers)
         assert response.status_code in (401, 422), (path, response.text)
         assert "code" in response.json()
+
+
+async def test_registrations_are_limited_per_address_before_any_hash(server_factory: ServerFactory) -> None:
+    server = await server_factory(registrations_per_hour=3)
+    async with api(server) as client:
+        answers = await asyncio.gather(*(register(client, f"burst{i}@example.com") for i in range(10)))
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [201] * 3 + [429] * 7
+        limited = next(a for a in answers if a.status_code == 429)
+        assert limited.json()["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 3600
+        created = {a.json()["email"] for a in answers if a.status_code == 201}
+        for email in created:
+            assert (await login(client, email)).status_code == 200
+        assert (await login(client, "burst-none@example.com")).status_code == 401
+
+
+async def test_a_busy_default_executor_does_not_hold_up_logins(
+    server: RunningServer, user_factory: UserFactory
+) -> None:
+    user = await user_factory(server)
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    # The test server shares this event loop: every thread of its default executor now waits (file extraction in
+    # threads did this to logins).
+    blockers = [loop.run_in_executor(None, release.wait, 60) for _ in range(64)]
+    try:
+        async with api(server) as client:
+            answer = await asyncio.wait_for(login(client, user.email, TEST_PASSWORD), 30)
+        assert answer.status_code == 200, answer.text
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)

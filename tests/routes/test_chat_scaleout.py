@@ -8,7 +8,6 @@ import contextlib
 import os
 import shutil
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -107,9 +106,7 @@ async def test_a_socket_on_a_sees_a_run_started_on_b_frame_for_frame(
     assert [m["content"] for m in history] == ["hi", "Hello from the other worker, as it streams."]
 
 
-async def test_an_interrupt_on_a_stops_the_run_on_b_within_a_second(
-    pair: Pair, fake: FakeOpenAI, db: asyncpg.Connection
-) -> None:
+async def test_an_interrupt_on_a_stops_the_run_on_b(pair: Pair, fake: FakeOpenAI, db: asyncpg.Connection) -> None:
     fake.script(say(LONG, delay=0.02), say("Next answer."))
     async with connect(pair.a) as on_a, connect(pair.b) as on_b:
         await on_b.send({"type": "message", "content": "talk"})
@@ -117,11 +114,10 @@ async def test_an_interrupt_on_a_stops_the_run_on_b_within_a_second(
         await deltas(on_a, seen, 3)
         run_id = seen[0]["run_id"]
         assert await run_owner(db, run_id) == owner_of(pair.b)
-        started = time.monotonic()
         await on_a.send({"type": "interrupt"})
         seen += await on_a.until("assistant_end")
-        assert time.monotonic() - started < 1.0
         assert seen[-1]["finish_reason"] == "interrupted"
+        assert len(text_of(seen)) < len(LONG)  # cut short, not waited out (how fast: bench/, never a timed test)
         assert (await on_b.until("assistant_end"))[-1]["finish_reason"] == "interrupted"
         # The next message works, from either side.
         await on_a.send({"type": "message", "content": "again"})

@@ -559,3 +559,42 @@ async def test_session_deleted_during_an_upload(
     assert response.status_code == 404
     assert await db.fetchval("SELECT count(*) FROM files") == 0
     assert stored_paths(server) == []
+
+
+async def test_stored_files_are_private_to_chinwags_user(
+    server: RunningServer, client: httpx.AsyncClient, alice: TestUser
+) -> None:
+    data_dir = server.app.state.settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o755)  # made by the operator: chinwag leaves its mode alone
+    old_umask = os.umask(0o022)  # the usual umask, which would leave files world-readable
+    try:
+        session_id = await new_session(client, alice)
+        file = (await upload(client, alice, session_id, "private.txt", b"for alice only")).json()
+    finally:
+        os.umask(old_umask)
+    path = files_dir(server) / session_id / file["id"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert files_dir(server).stat().st_mode & 0o777 == 0o700
+    assert data_dir.stat().st_mode & 0o777 == 0o755
+
+
+async def test_uploads_past_the_users_storage_quota_are_refused(
+    server_factory: ServerFactory, user_factory: UserFactory
+) -> None:
+    server = await server_factory(max_storage_bytes_per_user=1000)
+    alice, bob = await user_factory(server), await user_factory(server)
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=30) as client:
+        first, second = await new_session(client, alice), await new_session(client, alice)
+        kept = await upload(client, alice, first, "a.txt", b"a" * 600)
+        assert kept.status_code == 201, kept.text
+        over = await upload(client, alice, second, "b.txt", b"b" * 600)  # the quota spans all her sessions
+        assert over.status_code == 413
+        assert over.json()["code"] == "quota_exceeded"
+        assert (await client.get(f"/sessions/{second}/files", headers=alice.headers)).json()["items"] == []
+        assert (await upload(client, alice, second, "c.txt", b"c" * 300)).status_code == 201  # what still fits
+        assert (await upload(client, bob, await new_session(client, bob), "d.txt", b"d" * 600)).status_code == 201
+        await client.delete(f"/sessions/{first}/files/{kept.json()['id']}", headers=alice.headers)
+        assert (await upload(client, alice, second, "b.txt", b"b" * 600)).status_code == 201  # room again
+    assert len(stored_paths(server)) == 3

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
 import httpx
 
 from chinwag.db.messages import append_message
-from tests.conftest import TestUser
+from tests.conftest import ServerFactory, TestUser, UserFactory
 
 
 async def _session(client: httpx.AsyncClient, user: TestUser, pool: asyncpg.Pool, *contents: str) -> str:
@@ -110,3 +111,41 @@ async def test_undecodable_queries_are_client_errors(
         response = await client.get("/search?" + raw, headers=alice.headers)
         assert response.status_code in (200, 422), (raw, response.text)
     assert [h["seq"] for h in await _search(client, alice, q="plain")] == [1]
+
+
+async def test_a_search_that_runs_too_long_is_cut_with_503(
+    server_factory: ServerFactory, user_factory: UserFactory, db: asyncpg.Connection
+) -> None:
+    server = await server_factory(search_timeout_s=0.001)  # 1 ms: PostgreSQL's smallest statement timeout
+    user = await user_factory(server)
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers, timeout=60) as client:
+        session_id = uuid.UUID((await client.post("/sessions", json={})).json()["id"])
+        # Every message matches: ranking 100,000 of them takes far longer than a millisecond.
+        await db.execute(
+            "INSERT INTO messages (session_id, seq, role, content)"
+            " SELECT $1, g, 'user', 'needle in the haystack number ' || g FROM generate_series(1, 100000) AS g",
+            session_id,
+        )
+        answer = await client.get("/search", params={"q": "needle haystack"})
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["code"] == "unavailable"
+        assert "too long" in answer.json()["detail"]
+        assert "retry-after" in answer.headers
+        assert (await client.get("/sessions")).status_code == 200  # the connection went back to the pool clean
+
+
+async def test_searches_are_bounded_per_user_and_others_are_not_held_up(
+    server_factory: ServerFactory, user_factory: UserFactory
+) -> None:
+    server = await server_factory(search_concurrency_per_user=2)
+    alice, bob = await user_factory(server), await user_factory(server)
+    slots = server.app.state.search_slots
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=60) as client:
+        # Two of alice's searches are running (held here as the route would hold them).
+        async with slots.hold(alice.id, limit=2, detail=""), slots.hold(alice.id, limit=2, detail=""):
+            third = await client.get("/search", params={"q": "x"}, headers=alice.headers)
+            assert third.status_code == 429
+            assert third.json()["code"] == "rate_limited"
+            assert "retry-after" in third.headers
+            assert (await client.get("/search", params={"q": "x"}, headers=bob.headers)).status_code == 200
+        assert (await client.get("/search", params={"q": "x"}, headers=alice.headers)).status_code == 200

@@ -218,7 +218,7 @@ async def test_delete_removes_the_session_and_its_rows(
 
 
 BAD_BODIES: list[Any] = [
-    {"title": "x" * 10_000_000},
+    {"title": "x" * 500_000},  # within the body cap (a bigger body is a 413, see test_body_limit)
     {"title": 123},
     {"title": ["a"]},
     {"title": "nul \x00 inside"},

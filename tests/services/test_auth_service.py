@@ -151,7 +151,8 @@ async def test_login_refusals(make_service: Callable[..., AuthService]) -> None:
     with pytest.raises(InvalidCredentials):
         await auth.login(email="lee@example.com", password="password-2", client=None)
     with pytest.raises(RateLimited) as limited:
-        await auth.login(email="lee@example.com", password="password-1", client=None)
+        await auth.login(email="lee@example.com", password="password-2", client=None)
+    assert (await auth.login(email="lee@example.com", password="password-1", client=None)).user.display_name == "Lee"
     assert limited.value.headers is not None
     assert 1 <= int(limited.value.headers["Retry-After"]) <= 60
 
@@ -211,3 +212,43 @@ async def test_api_keys_are_stored_hashed(make_service: Callable[..., AuthServic
         await auth.authenticate(created.key)
     with pytest.raises(NotFound):
         await auth.delete_api_key(user=user, key_id=str(uuid.uuid4()))
+
+
+# --- login limits: failures only, never a lock-out of the owner ---
+
+
+async def test_other_clients_failures_never_refuse_the_right_password(make_service: Callable[..., AuthService]) -> None:
+    auth = make_service(login_attempts_per_minute=3)
+    await auth.register(email="owner@example.com", password="the-password", display_name=None)
+    for i in range(20):  # an attacker on many addresses
+        with pytest.raises((InvalidCredentials, RateLimited)):
+            await auth.login(email="owner@example.com", password=f"guess-{i}", client=f"203.0.113.{i}")
+    tokens = await auth.login(email="owner@example.com", password="the-password", client="198.51.100.7")
+    assert tokens.user.email == "owner@example.com"
+
+
+async def test_a_wrong_guess_past_the_accounts_limit_is_rate_limited(make_service: Callable[..., AuthService]) -> None:
+    auth = make_service(login_attempts_per_minute=3)
+    await auth.register(email="target@example.com", password="the-password", display_name=None)
+    for i in range(3):
+        with pytest.raises(InvalidCredentials):
+            await auth.login(email="target@example.com", password="wrong", client=f"203.0.113.{i}")
+    with pytest.raises(RateLimited) as limited:
+        await auth.login(email="target@example.com", password="wrong", client="203.0.113.99")
+    assert limited.value.retry_after >= 1
+
+
+async def test_an_address_past_its_own_failures_waits_and_successes_never_count(
+    make_service: Callable[..., AuthService],
+) -> None:
+    auth = make_service(login_attempts_per_minute=3)
+    await auth.register(email="user@example.com", password="the-password", display_name=None)
+    for _ in range(10):
+        await auth.login(email="user@example.com", password="the-password", client="192.0.2.1")
+    for i in range(3):
+        with pytest.raises(InvalidCredentials):
+            await auth.login(email=f"nobody{i}@example.com", password="wrong", client="192.0.2.1")
+    with pytest.raises(RateLimited):
+        await auth.login(email="user@example.com", password="the-password", client="192.0.2.1")
+    # Those failures were this address's: the account itself is not held back elsewhere.
+    await auth.login(email="user@example.com", password="the-password", client="192.0.2.2")

@@ -89,3 +89,10 @@ async def test_servers_sharing_redis_share_login_limits(server_factory: ServerFa
         limited = await client.post(one.url + "/api/v1/auth/login", json=body)
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) >= 1
+
+
+async def test_record_counts_every_hit_in_the_window(limiter: RateLimiter) -> None:
+    assert [await limiter.record("k", window_s=0.5) for _ in range(4)] == [1, 2, 3, 4]
+    assert await limiter.record("other", window_s=0.5) == 1
+    await asyncio.sleep(0.6)
+    assert await limiter.record("k", window_s=0.5) == 1
