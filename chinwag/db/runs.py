@@ -135,11 +135,14 @@ async def active_run_id(db: Executor, *, session_id: str) -> str | None:
     return None if value is None else str(value)
 
 
-async def heartbeat(db: Executor, *, owner: str) -> int:
-    """The process `owner` is alive: stamp all its running runs (one statement); returns how many."""
+async def heartbeat(db: Executor, *, owner: str, run_ids: list[str]) -> int:
+    """The process `owner` is alive and still executes `run_ids`: stamp them (one statement); returns how many.
+    Only runs with a live task are named, so a run whose end the database missed (it was away) goes stale and is
+    ended by the sweep, even if this process never manages to write that end itself."""
     result = await db.execute(
-        "UPDATE runs SET heartbeat_at = now() WHERE owner = $1 AND status = 'running'",
+        "UPDATE runs SET heartbeat_at = now() WHERE owner = $1 AND status = 'running' AND id = ANY($2::uuid[])",
         owner,
+        [uuid.UUID(r) for r in run_ids],
     )
     return int(result.rsplit(" ", 1)[-1])
 

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_S = 10.0
 SWEEP_S = 30.0
 STALE_S = 45.0
+DELETE_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ class ChatService:
         """This process, as the owner of its runs in PostgreSQL."""
         self.shared = shared
         """Other processes may run chats on this database (Redis is configured): recovery ends stale runs only."""
+        self.live: dict[str, asyncio.Task[None]] = {}
+        """The runs whose task runs in this process (the ones its heartbeat vouches for)."""
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -136,9 +139,19 @@ class ChatService:
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
         rate_key = await self._count_message(user_id)
         try:
-            run_id = await self._start(
-                session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids
-            )
+            try:
+                run_id = await self._start(
+                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids
+                )
+            except Busy:
+                # The slot may be held by a run of ours that ended while the database was away: write those ends
+                # now that it answers, and try once more.
+                waiting = len(self.deps.pending)
+                if waiting == 0 or await self.flush_pending() == waiting:
+                    raise
+                run_id = await self._start(
+                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids
+                )
         except BaseException:
             await self._uncount(rate_key)  # refused (busy, say): it does not count
             raise
@@ -197,7 +210,9 @@ class ChatService:
         run.channel = RunChannel(run_id=record.id, session_id=session.id, buffers=self.deps.buffers, bus=self.deps.bus)
         try:
             await run.channel.emit({"type": "user_message", "message": message.model_dump(mode="json")})
-            self.supervisor.spawn(run.run(), name=f"run-{record.id}")
+            task = self.supervisor.spawn(run.run(), name=f"run-{record.id}")
+            self.live[record.id] = task
+            task.add_done_callback(lambda _: self.live.pop(record.id, None))
         except BaseException:
             await run.stop_listening()
             await self.deps.buffers.end(record.id)
@@ -219,6 +234,25 @@ class ChatService:
             raise NotFound("No run is active in this session.")
         await self.deps.bus.interrupt(session_id, run_id)
         return run_id
+
+    async def delete_session(self, sessions: SessionService, *, user_id: str, session_id: str) -> None:
+        """Delete a session; a run in it is interrupted first and given `DELETE_WAIT_S` to record its end, so its
+        sockets get `assistant_end` (`interrupted`) before the session is gone."""
+        await sessions.check_owner(user_id=user_id, session_id=session_id)
+        run_id = await runs_db.active_run_id(self.deps.pool, session_id=session_id)
+        if run_id is not None:
+            await self.deps.bus.interrupt(session_id, run_id)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DELETE_WAIT_S):
+                    task = self.live.get(run_id)
+                    if task is not None:
+                        await asyncio.wait([task])  # never cancels the run itself
+                    # It may run in another process: its slot, freed before its `assistant_end`, says when it ends.
+                    while True:
+                        if await runs_db.active_run_id(self.deps.pool, session_id=session_id) != run_id:
+                            break
+                        await asyncio.sleep(0.05)
+        await sessions.delete(user_id=user_id, session_id=session_id)
 
     async def active_run(self, *, session_id: str) -> ActiveRunInfo | None:
         """The session's running run and the seq of its latest event (what `ready.active_run` shows)."""
@@ -250,7 +284,15 @@ class ChatService:
 
     async def heartbeat(self) -> int:
         """Tell the other processes this one's runs are alive (one UPDATE); returns how many there are."""
-        return await runs_db.heartbeat(self.deps.pool, owner=self.instance_id)
+        if not self.live:
+            return 0
+        return await runs_db.heartbeat(self.deps.pool, owner=self.instance_id, run_ids=sorted(self.live))
+
+    async def flush_pending(self) -> int:
+        """Write the ends of runs that the database missed; returns how many still wait for it."""
+        if not self.deps.pending:
+            return 0
+        return await self.deps.pending.flush(self.deps.pool, counter=self.deps.llm.counter)
 
     async def _keep_alive(self) -> None:
         """Heartbeat every `HEARTBEAT_S`; sweep every `SWEEP_S` when other processes share the database."""
@@ -258,6 +300,7 @@ class ChatService:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             try:
+                await self.flush_pending()
                 await self.heartbeat()
                 now = asyncio.get_running_loop().time()
                 if self.shared and now - last_sweep >= SWEEP_S:
@@ -278,5 +321,10 @@ class ChatService:
                 continue
 
     async def aclose(self) -> None:
-        """Stop every run (each records itself as interrupted)."""
+        """Stop every run (each records itself as interrupted); a last try at the ends the database missed."""
         await self.supervisor.aclose()
+        try:
+            if await self.flush_pending():
+                logger.error("%d run end(s) never reached the database", len(self.deps.pending))
+        except Exception as exc:
+            logger.error("run ends not recorded at shutdown: %s", exc)
