@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=65536, ge=1024, le=4 * 1024 * 1024)
     db_pool_size: int = Field(default=10, ge=1, le=500)
+    # A process's lease on the runs it executes (docs/reliability.md): stamped every `run_heartbeat_s`; a run
+    # whose stamp is older than `run_stale_s` was left by a dead process, and the sweep (every `run_sweep_s`, in
+    # every process) ends it and tells its sockets.
+    run_heartbeat_s: float = Field(default=2.0, gt=0, le=60)
+    run_stale_s: float = Field(default=6.0, gt=0, le=600)
+    run_sweep_s: float = Field(default=2.0, gt=0, le=600)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -111,6 +117,8 @@ class Settings(BaseSettings):
         ids = [m.id for m in self.models]
         if self.default_model is not None and self.default_model not in ids:
             raise ValueError(f"CHINWAG_DEFAULT_MODEL {self.default_model!r} is not one of CHINWAG_MODELS {ids}")
+        if self.run_stale_s <= 2 * self.run_heartbeat_s:
+            raise ValueError("CHINWAG_RUN_STALE_S must be more than twice CHINWAG_RUN_HEARTBEAT_S")
         return self
 
     @property

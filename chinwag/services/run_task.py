@@ -138,6 +138,7 @@ class ChatRun:
         self._setting_up = False
         self._interrupt_cancelled = False
         self._store_down = False
+        self.abandoned = False
         """The database failed past the retries in this run: the writes left are tried once each."""
 
     # --- wiring
@@ -161,6 +162,12 @@ class ChatRun:
                 # Still gathering tools (an MCP server may keep it waiting): stop that now.
                 self._interrupt_cancelled = True
                 self._task.cancel()
+
+    def abandon(self) -> None:
+        """Another process ended this run (its lease expired: this process looked dead) and told its sockets: stop
+        it without writing or sending anything more."""
+        self.abandoned = True
+        self._on_interrupt(self.run_id)
 
     # --- the task
 
@@ -212,6 +219,8 @@ class ChatRun:
         except Exception as exc:
             finish = "error"
             error = classify_error(exc)
+            if await self._ended_elsewhere():
+                self.abandoned = True  # its events now clash with the end another process sent
             if error[0] == "internal":
                 logger.exception("run %s failed", self.run_id)
             else:
@@ -389,6 +398,9 @@ class ChatRun:
         away, the rest are tried once); whatever the database does not take, the run still ends: `error` and
         `assistant_end` (`error`) go out, and the end waits in `deps.pending` until the database takes it, so no
         row stays `streaming` and the slot is freed."""
+        if self.abandoned:
+            logger.warning("run %s: ended elsewhere; nothing more is written or sent", self.run_id)
+            return
         state = self.state
         stored = True
         if self._layer1 is not None:
@@ -492,6 +504,12 @@ class ChatRun:
                 await messages_db.set_status(
                     self.deps.pool, message_id=uuid.UUID(self.assistant_message_id), status="error"
                 )
+        return False
+
+    async def _ended_elsewhere(self) -> bool:
+        """Another process's sweep ended this run (its lease looked expired)."""
+        with contextlib.suppress(Exception):
+            return await runs_db.status(self.deps.pool, run_id=self.run_id) not in (None, "running")
         return False
 
     async def _release_slot(self, finish: FinishReason) -> None:
