@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     run_heartbeat_s: float = Field(default=2.0, gt=0, le=60)
     run_stale_s: float = Field(default=6.0, gt=0, le=600)
     run_sweep_s: float = Field(default=2.0, gt=0, le=600)
+    # Text extraction of uploads runs in worker processes (docs/reliability.md): how many, how long one file may
+    # take before its worker is killed, and the address space each worker may use.
+    extract_workers: int = Field(default=2, ge=1, le=64)
+    extract_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    extract_memory_mib: int = Field(default=1024, ge=256, le=65536)
 
     @field_validator("models", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
 from chinwag.services.auth_service import AuthService
 from chinwag.services.chat_service import ChatService
+from chinwag.services.extract_pool import ExtractPool
 from chinwag.services.rate_limit import open_rate_limiter
 from chinwag.websocket.manager import ConnectionManager
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
             dsn = await stack.enter_async_context(database_url(settings))
             app.state.pool = await stack.enter_async_context(open_pool(dsn, size=settings.db_pool_size))
             app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config))
+            app.state.extractor = await stack.enter_async_context(ExtractPool.open(settings))
             app.state.rate_limiter = await stack.enter_async_context(open_rate_limiter(settings))
             app.state.auth = AuthService(
                 pool=app.state.pool, settings=settings, secret=app.state.secret, limiter=app.state.rate_limiter

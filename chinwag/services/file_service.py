@@ -17,7 +17,7 @@ import unicodedata
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import asyncpg
 from python_multipart.exceptions import MultipartParseError
@@ -228,6 +228,12 @@ class _Sink:
         return self._digest.hexdigest()
 
 
+class Extractor(Protocol):
+    """Types a stored upload and extracts its text and token count (`extract_pool.ExtractPool`)."""
+
+    async def inspect(self, path: Path, *, name: str) -> tuple[str, Extracted, int]: ...
+
+
 class FileService:
     """Files of a user's sessions: upload, list, get, download, delete. Another user's session or file is a 404."""
 
@@ -239,8 +245,10 @@ class FileService:
         sessions: SessionService,
         store: FileStore,
         counter: TextCounter | None = None,
+        extractor: Extractor | None = None,
     ) -> None:
         self._pool = pool
+        self._extractor = extractor
         self._sessions = sessions
         self._max_bytes = settings.max_upload_bytes
         self._store = store
@@ -275,7 +283,11 @@ class FileService:
         try:
             size, sha256 = await self._receive(form, body, temp)
             name = display_name(form.filename or "")
-            detected, extracted, tokens = await asyncio.to_thread(self._inspect, temp, name)
+            if self._extractor is not None:
+                # Untrusted parsing, in worker processes bounded in time and memory (the app's way).
+                detected, extracted, tokens = await self._extractor.inspect(temp, name=name)
+            else:
+                detected, extracted, tokens = await asyncio.to_thread(self._inspect, temp, name)
             file_id = uuid.uuid4()
             final = self._store.path(sid, file_id)
             await asyncio.to_thread(os.replace, temp, final)
