@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     run_sweep_s: float = Field(default=2.0, gt=0, le=600)
     # Text extraction of uploads runs in worker processes (docs/reliability.md): how many, how long one file may
     # take before its worker is killed, and the address space each worker may use.
+    llm_stall_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """The model server sending nothing for this long (before its answer or between two chunks) ends the run with
+    `llm_error`; before anything streamed the `openai` client first retries (twice, with backoff)."""
     extract_workers: int = Field(default=2, ge=1, le=64)
     extract_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     extract_memory_mib: int = Field(default=1024, ge=256, le=65536)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -26,7 +27,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from chinwag.config import Settings
 from chinwag.db import files as files_db
 from chinwag.db.files import StoredFile
-from chinwag.errors import BadRequest, NotFound, PayloadTooLarge
+from chinwag.errors import BadRequest, InsufficientStorage, NotFound, PayloadTooLarge
 from chinwag.llm.tokens import TiktokenCounter
 from chinwag.schemas.files import File
 from chinwag.services.file_extract import Extracted, TextCounter, extract_text, sniff_content_type
@@ -311,6 +312,12 @@ class FileService:
             # The session was deleted during the upload, and its folder (with the temporary file) with it.
             temp.unlink(missing_ok=True)
             raise NotFound("session not found") from None
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                logger.error("upload to session %s refused: the data dir's disk is full", sid)
+                raise InsufficientStorage("The server has no room left for this file: nothing was stored.") from None
+            raise
         except BaseException:
             # Synchronous on purpose: this also runs when the request is cancelled (the client went away).
             temp.unlink(missing_ok=True)

@@ -127,6 +127,8 @@ def classify_error(exc: BaseException) -> tuple[ErrorCode, str, bool]:
     if isinstance(exc, openai.APIStatusError):
         retryable = exc.status_code == 429 or exc.status_code >= 500
         return "llm_error", f"The model provider answered {exc.status_code}.", retryable
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | httpx2.TimeoutException):
+        return "llm_error", "The model provider stopped sending (stall timeout): try again.", True
     if isinstance(
         exc, openai.APITimeoutError | openai.APIConnectionError | httpx.TransportError | httpx2.TransportError
     ):
