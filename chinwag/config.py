@@ -99,6 +99,20 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=500)
     db_acquire_timeout_s: float = Field(default=10.0, gt=0, le=300)
     """How long a request waits for a free database connection before it answers 503."""
+    # A process's lease on the runs it executes (docs/reliability.md): stamped every `run_heartbeat_s`; a run
+    # whose stamp is older than `run_stale_s` was left by a dead process, and the sweep (every `run_sweep_s`, in
+    # every process) ends it and tells its sockets.
+    run_heartbeat_s: float = Field(default=2.0, gt=0, le=60)
+    run_stale_s: float = Field(default=6.0, gt=0, le=600)
+    run_sweep_s: float = Field(default=2.0, gt=0, le=600)
+    # Text extraction of uploads runs in worker processes (docs/reliability.md): how many, how long one file may
+    # take before its worker is killed, and the address space each worker may use.
+    llm_stall_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """The model server sending nothing for this long (before its answer or between two chunks) ends the run with
+    `llm_error`; before anything streamed the `openai` client first retries (twice, with backoff)."""
+    extract_workers: int = Field(default=2, ge=1, le=64)
+    extract_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    extract_memory_mib: int = Field(default=1024, ge=256, le=65536)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -159,6 +173,8 @@ class Settings(BaseSettings):
         ids = [m.id for m in self.models]
         if self.default_model is not None and self.default_model not in ids:
             raise ValueError(f"CHINWAG_DEFAULT_MODEL {self.default_model!r} is not one of CHINWAG_MODELS {ids}")
+        if self.run_stale_s <= 2 * self.run_heartbeat_s:
+            raise ValueError("CHINWAG_RUN_STALE_S must be more than twice CHINWAG_RUN_HEARTBEAT_S")
         return self
 
     @property

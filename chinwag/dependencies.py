@@ -88,6 +88,7 @@ def get_file_service(conn: HTTPConnection, sessions: Sessions) -> FileService:
         sessions=sessions,
         store=FileStore.from_settings(settings),
         counter=getattr(llm, "counter", None),
+        extractor=getattr(conn.app.state, "extractor", None),
     )
 
 

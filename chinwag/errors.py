@@ -127,6 +127,14 @@ class RateLimited(ChinwagError):
         super().__init__(detail, headers={"Retry-After": str(self.retry_after)})
 
 
+class InsufficientStorage(ChinwagError):
+    """The server's disk is full: nothing was stored."""
+
+    status_code = 507
+    code = "insufficient_storage"
+    retryable = True
+
+
 class ServiceUnavailable(ChinwagError):
     """A backing service is unavailable."""
 

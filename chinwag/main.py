@@ -28,6 +28,7 @@ from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
 from chinwag.services.auth_service import AuthService, PasswordHashing
 from chinwag.services.chat_service import ChatService
+from chinwag.services.extract_pool import ExtractPool
 from chinwag.services.rate_limit import ConcurrencySlots, open_rate_limiter
 from chinwag.websocket.manager import ConnectionManager
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
                 open_pool(dsn, size=settings.db_pool_size, acquire_timeout=settings.db_acquire_timeout_s)
             )
             app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config))
+            app.state.extractor = await stack.enter_async_context(ExtractPool.open(settings))
             app.state.rate_limiter = await stack.enter_async_context(open_rate_limiter(settings))
             app.state.search_slots = ConcurrencySlots()
             # Password hashing has threads of its own: nothing queued on the default executor delays a login, and

@@ -129,6 +129,20 @@ async def update_message(
     return None if row is None else Message.from_record(row)
 
 
+async def set_status(db: Executor, *, message_id: uuid.UUID, status: MessageStatus) -> None:
+    """Only the status of a streaming message (its end, when its content could not be written)."""
+    await db.execute(
+        "UPDATE messages SET status = $2, updated_at = now() WHERE id = $1 AND status = 'streaming'", message_id, status
+    )
+
+
+async def end_streaming(db: Executor, *, run_id: uuid.UUID, status: MessageStatus) -> None:
+    """Whatever a run left `streaming` (its answer, if no write reached it) gets its end status."""
+    await db.execute(
+        "UPDATE messages SET status = $2, updated_at = now() WHERE run_id = $1 AND status = 'streaming'", run_id, status
+    )
+
+
 async def add_usage(
     db: Executor,
     *,

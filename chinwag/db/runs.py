@@ -140,48 +140,33 @@ async def finish(
     )
 
 
+async def status(db: Executor, *, run_id: str) -> RunStatus | None:
+    value: RunStatus | None = await db.fetchval("SELECT status FROM runs WHERE id = $1", uuid.UUID(run_id))
+    return value
+
+
 async def active_run_id(db: Executor, *, session_id: str) -> str | None:
     value = await db.fetchval("SELECT active_run_id FROM sessions WHERE id = $1", uuid.UUID(session_id))
     return None if value is None else str(value)
 
 
-async def heartbeat(db: Executor, *, owner: str) -> int:
-    """The process `owner` is alive: stamp all its running runs (one statement); returns how many."""
+async def heartbeat(db: Executor, *, owner: str, run_ids: list[str]) -> int:
+    """The process `owner` is alive and still executes `run_ids`: stamp them (one statement); returns how many.
+    Only runs with a live task are named, so a run whose end the database missed (it was away) goes stale and is
+    ended by the sweep, even if this process never manages to write that end itself."""
     result = await db.execute(
-        "UPDATE runs SET heartbeat_at = now() WHERE owner = $1 AND status = 'running'",
+        "UPDATE runs SET heartbeat_at = now() WHERE owner = $1 AND status = 'running' AND id = ANY($2::uuid[])",
         owner,
+        [uuid.UUID(r) for r in run_ids],
     )
     return int(result.rsplit(" ", 1)[-1])
-
-
-async def interrupt_stale(db: Conn, *, stale_s: float) -> tuple[list[str], int]:
-    """Runs whose process stopped heartbeating more than `stale_s` ago (dead, or cut off from the database) become
-    'interrupted', with their 'streaming' messages and their sessions' `active_run_id`. Live processes' runs are
-    left alone. Returns the sessions of the runs ended, and the number of messages changed."""
-    async with db.transaction():
-        runs = await db.fetch(
-            "UPDATE runs SET status = 'interrupted', finish_reason = 'interrupted', ended_at = now()"
-            " WHERE status = 'running' AND coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $1)"
-            " RETURNING id, session_id",
-            stale_s,
-        )
-        if not runs:
-            return [], 0
-        run_ids = [r["id"] for r in runs]
-        await db.execute("UPDATE sessions SET active_run_id = NULL WHERE active_run_id = ANY($1::uuid[])", run_ids)
-        messages = await db.fetch(
-            "UPDATE messages SET status = 'interrupted', updated_at = now()"
-            " WHERE status = 'streaming' AND run_id = ANY($1::uuid[]) RETURNING id",
-            run_ids,
-        )
-    return sorted({str(r["session_id"]) for r in runs}), len(messages)
 
 
 async def interrupt_abandoned(db: Conn) -> tuple[list[str], int]:
     """At start-up: runs left 'running' and messages left 'streaming' by a dead process become 'interrupted'.
 
     Returns the sessions of the runs ended, and the number of messages changed. Safe only while no other live
-    process runs chats on this database (one process, no Redis); several use `interrupt_stale`.
+    process runs chats on this database (one process, no Redis); several use `end_dead_runs`.
     """
     async with db.transaction():
         runs = await db.fetch(
@@ -193,3 +178,73 @@ async def interrupt_abandoned(db: Conn) -> tuple[list[str], int]:
             "UPDATE messages SET status = 'interrupted', updated_at = now() WHERE status = 'streaming' RETURNING id"
         )
     return sorted({str(r["session_id"]) for r in runs}), len(messages)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRun:
+    """A run ended because its process died: what its sockets are told of."""
+
+    run_id: str
+    session_id: str
+    assistant_message_id: str | None
+    model: str
+    context_tokens: int
+
+
+async def end_dead_runs(db: Conn, *, stale_s: float, owner: str | None = None) -> list[DeadRun]:
+    """Runs whose process stopped heartbeating more than `stale_s` ago (dead, or cut off from the database), and
+    with `owner` every running run of that owner whatever its heartbeat (this very process's previous life), become
+    'interrupted', with their 'streaming' messages and their sessions' `active_run_id`. One transaction; concurrent
+    sweeps of several processes each end a run at most once."""
+    async with db.transaction():
+        runs = await db.fetch(
+            "UPDATE runs SET status = 'interrupted', finish_reason = 'interrupted', ended_at = now()"
+            " WHERE status = 'running' AND (coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $1)"
+            " OR owner = $2)"
+            " RETURNING id, session_id",
+            stale_s,
+            owner,
+        )
+        if not runs:
+            return []
+        run_ids = [r["id"] for r in runs]
+        sessions = await db.fetch(
+            "UPDATE sessions SET active_run_id = NULL WHERE active_run_id = ANY($1::uuid[])"
+            " RETURNING id, model, context_tokens",
+            run_ids,
+        )
+        messages = await db.fetch(
+            "UPDATE messages SET status = 'interrupted', updated_at = now()"
+            " WHERE status = 'streaming' AND run_id = ANY($1::uuid[]) RETURNING id, run_id, role",
+            run_ids,
+        )
+        await db.execute(
+            "UPDATE runs r SET assistant_message_id = m.id FROM messages m"
+            " WHERE r.id = ANY($1::uuid[]) AND m.run_id = r.id AND m.role = 'assistant'"
+            " AND r.assistant_message_id IS NULL",
+            run_ids,
+        )
+    answers = {r["run_id"]: str(r["id"]) for r in messages if r["role"] == "assistant"}
+    by_session = {r["id"]: r for r in sessions}
+    return [
+        DeadRun(
+            run_id=str(r["id"]),
+            session_id=str(r["session_id"]),
+            assistant_message_id=answers.get(r["id"]),
+            model=by_session[r["session_id"]]["model"] if r["session_id"] in by_session else "",
+            context_tokens=by_session[r["session_id"]]["context_tokens"] if r["session_id"] in by_session else 0,
+        )
+        for r in runs
+    ]
+
+
+async def heartbeat_alive(db: Executor, *, owner: str, run_ids: list[str]) -> set[str]:
+    """`heartbeat`, returning the runs stamped: a run of `run_ids` missing was ended meanwhile by another process
+    (this one looked dead to it), so its task must stop without writing."""
+    rows = await db.fetch(
+        "UPDATE runs SET heartbeat_at = now() WHERE owner = $1 AND status = 'running' AND id = ANY($2::uuid[])"
+        " RETURNING id",
+        owner,
+        [uuid.UUID(r) for r in run_ids],
+    )
+    return {str(r["id"]) for r in rows}

@@ -39,7 +39,6 @@ PLACEHOLDER_API_KEY = "chinwag-no-key"
 # A run makes its model calls one after another; the one-shot completions (title, summary) get their own client.
 RUN_MAX_CONNECTIONS = 4
 CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 600.0
 MAX_RETRIES = 2
 
 LlmApi = Literal["chat_completions", "responses"]
@@ -140,7 +139,8 @@ class LlmClients:
         self._limits = httpx2.Limits(
             max_connections=RUN_MAX_CONNECTIONS, max_keepalive_connections=RUN_MAX_CONNECTIONS, keepalive_expiry=30
         )
-        self._timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        # The read timeout is the gap allowed between two chunks of the answer: the stall timeout.
+        self._timeout = httpx2.Timeout(settings.llm_stall_timeout_s, connect=CONNECT_TIMEOUT_S)
         self._open_clients = 0
 
     @classmethod

@@ -1,15 +1,19 @@
 """The MCP configuration: the common `{"mcpServers": {NAME: {...}}}` JSON file named by `CHINWAG_MCP_CONFIG`.
 
-A server is either a process spoken to over stdio (`command`, `args`, `env`) or a streamable HTTP endpoint (`url`).
-Per server, optional: `pool_size` (stdio instances, default 2), `timeout_s` (per tool call, default 60) and `enabled`
-(default true). Anything else is an error, reported at start with the server's name and the field.
+A server is either a process spoken to over stdio (`command`, `args`, `env`, `cwd`) or an endpoint (`url`, with
+`headers`) speaking streamable HTTP or, with `"type": "sse"`, the older SSE transport. `type` (`stdio`, `http`,
+`sse`; as Claude Code and VS Code configs write it) is optional: `command` means stdio, `url` streamable HTTP.
+Per server, optional: `pool_size` (stdio instances, default 2), `timeout_s` (per tool call, default 60), `enabled`
+(default true) and `stateful` (default false: a stdio instance is lent for one tool call at a time, so a few
+processes serve many runs; true: for a whole run, for servers that keep state between calls). Anything else is an
+error, reported at start with the server's name and the field.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -18,6 +22,8 @@ from chinwag.config import SettingsError
 
 DEFAULT_POOL_SIZE = 2
 DEFAULT_TIMEOUT_S = 60.0
+_TYPES = {"stdio": "stdio", "http": "http", "streamable-http": "http", "streamableHttp": "http", "sse": "sse"}
+"""`type` values in the wild (Claude Code, VS Code, Cursor) and the transport each means."""
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -26,20 +32,25 @@ class _ServerBase(BaseModel):
 
     timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=3600)
     enabled: bool = True
+    stateful: bool = False
+    """Lend an instance for a whole run rather than per tool call (stdio; a URL server is shared either way)."""
 
 
 class StdioServerConfig(_ServerBase):
     """A server started as a local process; `pool_size` instances run at once, each lent to one run at a time."""
 
+    type: Literal["stdio"] = "stdio"
     command: str = Field(min_length=1)
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
     pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=1, le=64)
 
 
 class UrlServerConfig(_ServerBase):
-    """A server reached over streamable HTTP; one connection is shared by every run."""
+    """A server reached over streamable HTTP (`type` `http`) or SSE (`sse`); one connection is shared by every run."""
 
+    type: Literal["http", "sse"] = "http"
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
 
@@ -89,6 +100,16 @@ def parse_mcp_config(data: Any, *, source: str = "MCP config") -> McpConfig:
             problems.append(f"{where}: must be an object")
             continue
         model: type[StdioServerConfig] | type[UrlServerConfig]
+        kind = raw.get("type")
+        if kind is not None and kind not in _TYPES:
+            problems.append(f"{where}.type: must be one of {', '.join(map(repr, _TYPES))}")
+            continue
+        if kind is not None:
+            raw = {**raw, "type": _TYPES[kind]}
+        if kind is not None and ("command" in raw) != (_TYPES[kind] == "stdio"):
+            needs = '"command"' if _TYPES[kind] == "stdio" else '"url"'
+            problems.append(f'{where}: a server of type "{kind}" needs {needs} (and not the other)')
+            continue
         if "command" in raw and "url" in raw:
             problems.append(f'{where}: give either "command" (stdio) or "url" (HTTP), not both')
             continue

@@ -1,7 +1,9 @@
 """`McpPool`: the configured MCP servers, kept running for the life of the app and lent to runs.
 
-A stdio server runs `pool_size` processes; a run checks one out exclusively (a process may hold state) and gives it
-back at the end. A URL server (streamable HTTP) has one connection shared by every run. Each instance has an owner
+A stdio server runs `pool_size` processes, each serving one tool call at a time: a run checks one out per call,
+so a few processes serve many concurrent runs; a server marked `stateful` (its process keeps state between calls)
+is instead checked out for the whole run. A URL server (streamable HTTP or SSE) has one connection shared by every
+run. Each instance has an owner
 task that connects it, serves until told to stop (or until it breaks), and cleans up: the SDK's MCP classes need
 connect and cleanup in the same task. A server that fails to start or dies is restarted in the background with
 backoff and shows up in `status()`; it never takes the other servers or the pool down.
@@ -23,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agents.mcp import MCPServer as SdkMCPServer
-from agents.mcp import MCPServerStdio, MCPServerStreamableHttp
+from agents.mcp import MCPServerSse, MCPServerStdio, MCPServerStdioParams, MCPServerStreamableHttp
+from mcp.types import Tool as MCPTool
 
 from chinwag.mcp.config import McpConfig, ServerConfig, StdioServerConfig
 from chinwag.mcp.tools import OUTPUT_CAP_BYTES, McpTools, PooledServer, ServerInstance
@@ -63,11 +66,15 @@ class _Server:
         self._on_change = on_change
         self.config = config
         self.exclusive = isinstance(config, StdioServerConfig)
+        """An instance serves one borrower at a time (stdio)."""
+        self.per_call = self.exclusive and not config.stateful
+        """Borrowed for each tool call, not for a whole run."""
         self.timeout_s = config.timeout_s
         size = config.pool_size if isinstance(config, StdioServerConfig) else 1
         self.slots = [_Slot(index=i) for i in range(size)]
         self.idle: deque[ServerInstance] = deque()
         self.tools: list[str] = []
+        self.tool_defs: list[MCPTool] = []
         self.error: str | None = None
         self._changed = asyncio.Event()
 
@@ -117,6 +124,21 @@ class _Server:
             except TimeoutError:
                 return None
 
+    async def wait_ready(self, *, deadline: float) -> bool:
+        """Whether an instance is up (busy or not), waiting until `deadline`: a per-call server is lent to a run
+        without an instance, which each call then borrows."""
+        while True:
+            if any(slot.instance is not None and slot.instance.usable for slot in self.slots):
+                return True
+            remaining = deadline - time.monotonic()
+            if self.down or remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
+            except TimeoutError:
+                return False
+
     def give_back(self, instance: ServerInstance) -> None:
         if self.exclusive and instance.usable:
             self.idle.append(instance)
@@ -126,6 +148,7 @@ class _Server:
         slot.instance = instance
         slot.state = "ready"
         self.tools = [tool.name for tool in instance.tools]
+        self.tool_defs = list(instance.tools)
         self.error = None
         if self.exclusive:
             self.idle.append(instance)
@@ -221,8 +244,9 @@ class McpPool:
     async def acquire(self, names: Sequence[str] | None = None, *, wait_s: float = 5.0) -> AsyncIterator[McpTools]:
         """Lend the named servers (None: every enabled one) for one run.
 
-        Stdio instances are exclusive to this run until the block ends. A server not obtained within `wait_s`, down,
-        disabled or unknown is listed in `tools.unavailable` instead.
+        A stdio server's instances are borrowed per tool call; a stateful one's instance is exclusive to this run
+        until the block ends. A server not up (or, stateful, not free) within `wait_s`, down, disabled or unknown is
+        listed in `tools.unavailable` instead.
         """
         wanted = list(dict.fromkeys(self.config.enabled_names if names is None else names))
         tools = McpTools()
@@ -230,6 +254,12 @@ class McpPool:
         deadline = time.monotonic() + wait_s
 
         async def take(server: _Server) -> None:
+            if server.per_call:
+                if await server.wait_ready(deadline=deadline):
+                    held[server.name] = PooledServer(
+                        source=server, instance=None, owner=tools, output_cap_bytes=self._output_cap_bytes
+                    )
+                return
             instance = await server.take(deadline=deadline)
             if instance is not None:
                 # No await between the take and this line: a cancelled acquisition still gives the instance back.
@@ -332,13 +362,23 @@ class McpPool:
     def _make_sdk(self, server: _Server) -> SdkMCPServer:
         cfg = server.config
         if isinstance(cfg, StdioServerConfig):
-            return MCPServerStdio(
-                {"command": cfg.command, "args": list(cfg.args), "env": dict(cfg.env)},
+            params: MCPServerStdioParams = {"command": cfg.command, "args": list(cfg.args), "env": dict(cfg.env)}
+            if cfg.cwd is not None:
+                params["cwd"] = cfg.cwd
+            return MCPServerStdio(params, name=server.name, cache_tools_list=True, client_session_timeout_seconds=None)
+        # Our own timeout bounds each call; the HTTP timeouts only need to be longer.
+        if cfg.type == "sse":
+            return MCPServerSse(
+                {
+                    "url": cfg.url,
+                    "headers": dict(cfg.headers),
+                    "timeout": cfg.timeout_s + 10,
+                    "sse_read_timeout": cfg.timeout_s + 10,
+                },
                 name=server.name,
                 cache_tools_list=True,
                 client_session_timeout_seconds=None,
             )
-        # Our own timeout bounds each call; the HTTP timeouts only need to be longer.
         return MCPServerStreamableHttp(
             {
                 "url": cfg.url,

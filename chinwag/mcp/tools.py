@@ -74,7 +74,9 @@ class InstanceSource(Protocol):
 
     name: str
     exclusive: bool
+    per_call: bool
     timeout_s: float
+    tool_defs: list[MCPTool]
 
     async def take(self, *, deadline: float) -> ServerInstance | None: ...
 
@@ -116,10 +118,12 @@ class McpTools:
 
 
 class PooledServer(SdkMCPServer):
-    """One configured MCP server as lent to one run. `connect`/`cleanup` do nothing: the pool owns the process."""
+    """One configured MCP server as lent to one run. `connect`/`cleanup` do nothing: the pool owns the process.
+
+    With `instance` None (a per-call server), each call borrows an instance from the pool and gives it back."""
 
     def __init__(
-        self, *, source: InstanceSource, instance: ServerInstance, owner: McpTools, output_cap_bytes: int
+        self, *, source: InstanceSource, instance: ServerInstance | None, owner: McpTools, output_cap_bytes: int
     ) -> None:
         super().__init__(failure_error_function=owner._record_failure)
         self._source = source
@@ -133,7 +137,7 @@ class PooledServer(SdkMCPServer):
 
     @property
     def current_tools(self) -> list[MCPTool]:
-        return list(self._instance.tools)
+        return list(self._source.tool_defs if self._instance is None else self._instance.tools)
 
     @property
     def cached_tools(self) -> list[MCPTool] | None:
@@ -169,7 +173,14 @@ class PooledServer(SdkMCPServer):
                 finally:
                     instance.inflight -= 1
         except Exception as exc:
-            raise await self._failure(exc, tool_name, instance, timed_out=scope.expired()) from exc
+            # Judged (a dead process marked broken) before it goes back: the next borrower never gets a dead one.
+            error = await self._failure(exc, tool_name, instance, timed_out=scope.expired())
+            self._end_call(instance)
+            raise error from exc
+        except BaseException:
+            self._end_call(instance)
+            raise
+        self._end_call(instance)
         result = cap_output(result, self._output_cap_bytes)
         if result.is_error:
             text = "\n".join(item.text for item in result.content if isinstance(item, TextContent))
@@ -178,21 +189,38 @@ class PooledServer(SdkMCPServer):
 
     async def list_prompts(self) -> ListPromptsResult:
         instance = await self._instance_for_call()
-        return await instance.sdk.list_prompts()
+        try:
+            return await instance.sdk.list_prompts()
+        finally:
+            self._end_call(instance)
 
     async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None) -> GetPromptResult:
         instance = await self._instance_for_call()
-        return await instance.sdk.get_prompt(name, arguments)
+        try:
+            return await instance.sdk.get_prompt(name, arguments)
+        finally:
+            self._end_call(instance)
 
     def release(self) -> None:
         """Hand the instance back to the pool (exclusive servers); later calls through this object fail."""
         if self._released:
             return
         self._released = True
-        if self._source.exclusive and self._instance.usable:
+        if self._instance is not None and self._source.exclusive and self._instance.usable:
             self._source.give_back(self._instance)
 
+    def _end_call(self, instance: ServerInstance | None) -> None:
+        """A per-call borrow ends with its call (a broken instance is not taken back)."""
+        if self._instance is None and instance is not None:
+            self._source.give_back(instance)
+
     async def _instance_for_call(self) -> ServerInstance:
+        if self._instance is None:
+            # Per call: whichever instance is free first; the caller's timeout bounds the wait.
+            borrowed = await self._source.take(deadline=float("inf"))
+            if borrowed is None:
+                raise McpToolError(f"MCP server '{self.name}' is down; its tools cannot be used now.")
+            return borrowed
         if self._instance.usable:
             return self._instance
         # The instance died (or was replaced); take a fresh one for the rest of the run.

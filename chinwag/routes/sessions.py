@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from chinwag.dependencies import CurrentUser, Sessions
+from chinwag.dependencies import Chat, CurrentUser, Sessions
 from chinwag.errors import error_responses
 from chinwag.schemas.sessions import Session, SessionCreate, SessionPage, SessionUpdate
 
@@ -51,6 +51,6 @@ async def update_session(session_id: str, body: SessionUpdate, user: CurrentUser
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-async def delete_session(session_id: str, user: CurrentUser, sessions: Sessions) -> None:
-    """Delete a session with its messages, context and files."""
-    await sessions.delete(user_id=user.id, session_id=session_id)
+async def delete_session(session_id: str, user: CurrentUser, sessions: Sessions, chat: Chat) -> None:
+    """Delete a session with its messages, context and files (a run in it is interrupted first)."""
+    await chat.delete_session(sessions, user_id=user.id, session_id=session_id)

@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
@@ -19,6 +19,7 @@ from chinwag.config import Settings
 from chinwag.schemas.sessions import Session
 from chinwag.services.file_context import FileContext
 from chinwag.services.postgres_session import ItemCounter
+from chinwag.services.run_store import PendingEnds
 from chinwag.websocket.bus import Bus
 from chinwag.websocket.runs import RunBuffers
 
@@ -91,6 +92,8 @@ class RunDeps:
     buffers: RunBuffers
     llm: LlmSource
     mcp: McpSource | None = None
+    pending: PendingEnds = field(default_factory=PendingEnds)
+    """Ends of runs the database did not take yet (written once it is back)."""
 
 
 def build_instructions(settings: Settings, session: Session, files: FileContext, unavailable: list[str]) -> str:

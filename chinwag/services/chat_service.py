@@ -4,9 +4,11 @@
 Knows agents, not sockets: the run itself is `run_task.ChatRun`, a task owned by the server's `TaskSupervisor`.
 
 With `CHINWAG_REDIS_URL` the bus and the run buffers are Redis ones, so several workers or hosts share them; the run
-slot and `active_run` come from PostgreSQL, which every worker agrees on. Each process has a random `instance_id`,
-recorded as the owner of the runs it executes, and heartbeats them every `HEARTBEAT_S`; a sweep every `SWEEP_S`
-ends the runs whose heartbeat is older than `STALE_S` (their process died), never those of live processes.
+slot and `active_run` come from PostgreSQL, which every worker agrees on. Each process has an `instance_id` (kept in
+the data dir across restarts, `services.instance`), recorded as the owner of the runs it executes: their lease,
+stamped every `run_heartbeat_s`. A sweep every `run_sweep_s` ends the runs whose stamp is older than `run_stale_s`
+(their process died) and tells their sockets, on any host, through the bus (`services.dead_runs`); a process that
+starts again ends the runs of its own previous life at once.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from chinwag.db import runs as runs_db
 from chinwag.errors import Busy, NotFound, RateLimited
 from chinwag.schemas.sessions import Session
 from chinwag.services.agent_builder import LlmSource, McpSource, RunDeps
+from chinwag.services.dead_runs import tell_dead_runs
 from chinwag.services.file_context import check_file_ids
+from chinwag.services.instance import claim_instance_id
 from chinwag.services.postgres_session import PostgresSession
 from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
 from chinwag.services.run_task import ChatRun
@@ -39,9 +43,13 @@ from chinwag.websocket.runs import MemoryRunBuffers, RunBuffers, RunChannel, Tas
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_S = 10.0
-SWEEP_S = 30.0
-STALE_S = 45.0
+DELETE_WAIT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRun:
+    run: ChatRun
+    task: asyncio.Task[None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,8 @@ class ChatService:
         """This process, as the owner of its runs in PostgreSQL."""
         self.shared = shared
         """Other processes may run chats on this database (Redis is configured): recovery ends stale runs only."""
+        self.live: dict[str, LiveRun] = {}
+        """The runs whose task runs in this process (the ones its heartbeat vouches for)."""
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -95,7 +105,14 @@ class ChatService:
             else:
                 bus, buffers = InProcessBus(), MemoryRunBuffers()
             deps = RunDeps(pool=pool, settings=settings, bus=bus, buffers=buffers, llm=llm, mcp=mcp)
-            chat = cls(deps, supervisor=TaskSupervisor(), limiter=limiter, shared=bool(settings.redis_url))
+            instance_id = stack.enter_context(claim_instance_id(settings.data_dir))
+            chat = cls(
+                deps,
+                supervisor=TaskSupervisor(),
+                limiter=limiter,
+                instance_id=instance_id,
+                shared=bool(settings.redis_url),
+            )
             await chat.recover()
             keeper = asyncio.create_task(chat._keep_alive(), name="chat-heartbeat")
             try:
@@ -137,9 +154,19 @@ class ChatService:
         await self._check_active_runs(user_id)
         rate_key = await self._count_message(user_id)
         try:
-            run_id = await self._start(
-                session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids
-            )
+            try:
+                run_id = await self._start(
+                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids
+                )
+            except Busy:
+                # The slot may be held by a run of ours that ended while the database was away: write those ends
+                # now that it answers, and try once more.
+                waiting = len(self.deps.pending)
+                if waiting == 0 or await self.flush_pending() == waiting:
+                    raise
+                run_id = await self._start(
+                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids
+                )
         except BaseException:
             await self._uncount(rate_key)  # refused (busy, say): it does not count
             raise
@@ -207,7 +234,9 @@ class ChatService:
         run.channel = RunChannel(run_id=record.id, session_id=session.id, buffers=self.deps.buffers, bus=self.deps.bus)
         try:
             await run.channel.emit({"type": "user_message", "message": message.model_dump(mode="json")})
-            self.supervisor.spawn(run.run(), name=f"run-{record.id}")
+            task = self.supervisor.spawn(run.run(), name=f"run-{record.id}")
+            self.live[record.id] = LiveRun(run=run, task=task)
+            task.add_done_callback(lambda _: self.live.pop(record.id, None))
         except BaseException:
             await run.stop_listening()
             await self.deps.buffers.end(record.id)
@@ -230,6 +259,25 @@ class ChatService:
         await self.deps.bus.interrupt(session_id, run_id)
         return run_id
 
+    async def delete_session(self, sessions: SessionService, *, user_id: str, session_id: str) -> None:
+        """Delete a session; a run in it is interrupted first and given `DELETE_WAIT_S` to record its end, so its
+        sockets get `assistant_end` (`interrupted`) before the session is gone."""
+        await sessions.check_owner(user_id=user_id, session_id=session_id)
+        run_id = await runs_db.active_run_id(self.deps.pool, session_id=session_id)
+        if run_id is not None:
+            await self.deps.bus.interrupt(session_id, run_id)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DELETE_WAIT_S):
+                    entry = self.live.get(run_id)
+                    if entry is not None:
+                        await asyncio.wait([entry.task])  # never cancels the run itself
+                    # It may run in another process: its slot, freed before its `assistant_end`, says when it ends.
+                    while True:
+                        if await runs_db.active_run_id(self.deps.pool, session_id=session_id) != run_id:
+                            break
+                        await asyncio.sleep(0.05)
+        await sessions.delete(user_id=user_id, session_id=session_id)
+
     async def active_run(self, *, session_id: str) -> ActiveRunInfo | None:
         """The session's running run and the seq of its latest event (what `ready.active_run` shows)."""
         run_id = await runs_db.active_run_id(self.deps.pool, session_id=session_id)
@@ -242,36 +290,71 @@ class ChatService:
         """At start-up: what a dead process left running or streaming becomes interrupted.
 
         Alone on the database (no Redis: one process), every run left running is a dead one's. Shared (Redis),
-        other processes may be running chats: only runs whose heartbeat is stale are ended (`sweep`).
+        other processes may be running chats: only the runs of this process's previous life (same instance id) and
+        those whose lease expired are ended, and their sockets on other hosts are told.
         """
         if self.shared:
-            await self.sweep()
+            await self._end_dead(owner=self.instance_id)
             return
         async with self.deps.pool.acquire() as conn:
             sessions, messages = await runs_db.interrupt_abandoned(conn)
         await self._repair(sessions, messages)
 
-    async def sweep(self, *, stale_s: float = STALE_S) -> list[str]:
-        """End the runs of dead processes (no heartbeat for `stale_s`), as `recover` does; returns their sessions."""
+    async def sweep(self, *, stale_s: float | None = None) -> list[str]:
+        """End the runs of dead processes (no heartbeat for `stale_s`, default `run_stale_s`) and tell their
+        sockets; returns their sessions."""
+        return await self._end_dead(stale_s=stale_s)
+
+    async def _end_dead(self, *, stale_s: float | None = None, owner: str | None = None) -> list[str]:
         async with self.deps.pool.acquire() as conn:
-            sessions, messages = await runs_db.interrupt_stale(conn, stale_s=stale_s)
-        await self._repair(sessions, messages)
+            dead = await runs_db.end_dead_runs(
+                conn, stale_s=self.settings.run_stale_s if stale_s is None else stale_s, owner=owner
+            )
+        if not dead:
+            return []
+        sessions = sorted({run.session_id for run in dead})
+        await tell_dead_runs(self.deps, dead)
+        await self._repair(sessions, len(dead))
         return sessions
 
     async def heartbeat(self) -> int:
-        """Tell the other processes this one's runs are alive (one UPDATE); returns how many there are."""
-        return await runs_db.heartbeat(self.deps.pool, owner=self.instance_id)
+        """Renew the lease of this process's runs (one UPDATE); returns how many there are. A run that is no longer
+        running in the database was ended by another process's sweep (this one looked dead): it stops, silently."""
+        if not self.live:
+            return 0
+        live = list(self.live)
+        alive = await runs_db.heartbeat_alive(self.deps.pool, owner=self.instance_id, run_ids=live)
+        for run_id in live:
+            entry = self.live.get(run_id)
+            if run_id not in alive and entry is not None:
+                logger.warning("run %s was ended by another process: stopping it", run_id)
+                entry.run.abandon()
+        return len(alive)
+
+    async def flush_pending(self) -> int:
+        """Write the ends of runs that the database missed; returns how many still wait for it."""
+        if not self.deps.pending:
+            return 0
+        return await self.deps.pending.flush(self.deps.pool, counter=self.deps.llm.counter)
 
     async def _keep_alive(self) -> None:
-        """Heartbeat every `HEARTBEAT_S`; sweep every `SWEEP_S` when other processes share the database."""
-        last_sweep = asyncio.get_running_loop().time()
+        """Heartbeat every `run_heartbeat_s`; sweep every `run_sweep_s` when other processes share the database."""
+        settings = self.settings
+        tick = min(settings.run_heartbeat_s, settings.run_sweep_s)
+        # Counted in ticks, not compared with the clock: a sleep may end a hair early, which would skip a sweep.
+        sweep_every, beat_every = (
+            max(1, round(settings.run_sweep_s / tick)),
+            max(1, round(settings.run_heartbeat_s / tick)),
+        )
+        ticks = 0
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(tick)
+            ticks += 1
             try:
-                await self.heartbeat()
-                now = asyncio.get_running_loop().time()
-                if self.shared and now - last_sweep >= SWEEP_S:
-                    last_sweep = now
+                await self.flush_pending()
+                if ticks % beat_every == 0:
+                    await self.heartbeat()
+                if self.shared and ticks % sweep_every == 0:
                     await self.sweep()
             except Exception as exc:  # the database may be away for a while: keep trying, never die
                 logger.warning("run heartbeat or sweep failed (will retry): %s", exc)
@@ -288,5 +371,10 @@ class ChatService:
                 continue
 
     async def aclose(self) -> None:
-        """Stop every run (each records itself as interrupted)."""
+        """Stop every run (each records itself as interrupted); a last try at the ends the database missed."""
         await self.supervisor.aclose()
+        try:
+            if await self.flush_pending():
+                logger.error("%d run end(s) never reached the database", len(self.deps.pending))
+        except Exception as exc:
+            logger.error("run ends not recorded at shutdown: %s", exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -17,7 +18,7 @@ import unicodedata
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Protocol
 
 import asyncpg
 from python_multipart.exceptions import MultipartParseError
@@ -26,7 +27,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from chinwag.config import Settings
 from chinwag.db import files as files_db
 from chinwag.db.files import StoredFile
-from chinwag.errors import BadRequest, NotFound, PayloadTooLarge, QuotaExceeded
+from chinwag.errors import BadRequest, InsufficientStorage, NotFound, PayloadTooLarge, QuotaExceeded
 from chinwag.llm.tokens import TiktokenCounter
 from chinwag.schemas.files import File
 from chinwag.services.file_extract import Extracted, TextCounter, extract_text, sniff_content_type
@@ -250,6 +251,12 @@ class _Sink:
         return self._digest.hexdigest()
 
 
+class Extractor(Protocol):
+    """Types a stored upload and extracts its text and token count (`extract_pool.ExtractPool`)."""
+
+    async def inspect(self, path: Path, *, name: str) -> tuple[str, Extracted, int]: ...
+
+
 class FileService:
     """Files of a user's sessions: upload, list, get, download, delete. Another user's session or file is a 404."""
 
@@ -261,8 +268,10 @@ class FileService:
         sessions: SessionService,
         store: FileStore,
         counter: TextCounter | None = None,
+        extractor: Extractor | None = None,
     ) -> None:
         self._pool = pool
+        self._extractor = extractor
         self._sessions = sessions
         self._max_bytes = settings.max_upload_bytes
         self._quota = settings.max_storage_bytes_per_user
@@ -303,7 +312,11 @@ class FileService:
             if used + size > self._quota:  # checked again on the bytes that came, before any extraction
                 raise self._over_quota(used)
             name = display_name(form.filename or "")
-            detected, extracted, tokens = await asyncio.to_thread(self._inspect, temp, name)
+            if self._extractor is not None:
+                # Untrusted parsing, in worker processes bounded in time and memory (the app's way).
+                detected, extracted, tokens = await self._extractor.inspect(temp, name=name)
+            else:
+                detected, extracted, tokens = await asyncio.to_thread(self._inspect, temp, name)
             file_id = uuid.uuid4()
             final = self._store.path(sid, file_id)
             await asyncio.to_thread(os.replace, temp, final)
@@ -327,6 +340,12 @@ class FileService:
             # The session was deleted during the upload, and its folder (with the temporary file) with it.
             temp.unlink(missing_ok=True)
             raise NotFound("session not found") from None
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                logger.error("upload to session %s refused: the data dir's disk is full", sid)
+                raise InsufficientStorage("The server has no room left for this file: nothing was stored.") from None
+            raise
         except BaseException:
             # Synchronous on purpose: this also runs when the request is cancelled (the client went away).
             temp.unlink(missing_ok=True)

@@ -163,6 +163,8 @@ def classify_error(exc: BaseException) -> tuple[ErrorCode, str, bool]:
         said = provider_message(exc)
         text = f"The model provider answered {exc.status_code}" + (f": {said}" if said else ".")
         return "llm_error", text, retryable
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | httpx2.TimeoutException):
+        return "llm_error", "The model provider stopped sending (stall timeout): try again.", True
     if isinstance(
         exc, openai.APITimeoutError | openai.APIConnectionError | httpx.TransportError | httpx2.TransportError
     ):

@@ -14,16 +14,19 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 from agents import Agent, MaxTurnsExceeded, RunConfig, Runner, RunResultStreaming
 from agents.exceptions import ModelBehaviorError
 from agents.models.interface import ModelProvider
 
+from chinwag.db import messages as messages_db
 from chinwag.db import runs as runs_db
+from chinwag.errors import ServiceUnavailable
 from chinwag.schemas.messages import Message, MessageStatus, ToolCall
 from chinwag.schemas.sessions import Session, SessionUpdate, TokenUsage
 from chinwag.services.agent_builder import (
@@ -52,6 +55,7 @@ from chinwag.services.run_events import (
     map_stream_event,
     provider_message,
 )
+from chinwag.services.run_store import UnrecordedEnd, is_transient, with_retries
 from chinwag.services.session_service import SessionService, context_windows
 from chinwag.services.token_aware_session import (
     SUMMARY_INSTRUCTIONS,
@@ -65,10 +69,23 @@ from chinwag.websocket.runs import RunChannel
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 CHECKPOINT_EVERY_S = 1.0
 OUTPUT_MARGIN_TOKENS = 16
 """Kept free besides the answer: offline counts differ a little from the provider's."""
 INTERRUPTED_TOOL_OUTPUT = "interrupted"
+
+STORE_FAILED = (
+    "The database could not be reached: the run was stopped. Its answer so far is kept and saved once the database"
+    " is back."
+)
+_STORE_ERROR: tuple[ErrorCode, str, bool] = ("internal", "The answer could not be saved.", True)
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The database stayed away while a run streamed."""
+
 
 _STATUS: dict[FinishReason, MessageStatus] = {
     "stop": "complete",
@@ -142,6 +159,9 @@ class ChatRun:
         self._retried = False
         self._cap = 0
         """The output cap sent with each model request of this run."""
+        self._store_down = False
+        self.abandoned = False
+        """The database failed past the retries in this run: the writes left are tried once each."""
 
     # --- wiring
 
@@ -164,6 +184,12 @@ class ChatRun:
                 # Still gathering tools (an MCP server may keep it waiting): stop that now.
                 self._interrupt_cancelled = True
                 self._task.cancel()
+
+    def abandon(self) -> None:
+        """Another process ended this run (its lease expired: this process looked dead) and told its sockets: stop
+        it without writing or sending anything more."""
+        self.abandoned = True
+        self._on_interrupt(self.run_id)
 
     # --- the task
 
@@ -220,6 +246,8 @@ class ChatRun:
             else:
                 finish = "error"
                 error = classify_error(exc)
+                if await self._ended_elsewhere():
+                    self.abandoned = True  # its events now clash with the end another process sent
                 if error[0] == "internal":
                     logger.exception("run %s failed", self.run_id)
                 else:
@@ -233,8 +261,6 @@ class ChatRun:
             await self._finish(sessions, finish, error)
         except Exception:
             logger.exception("run %s: could not record its end", self.run_id)
-            with contextlib.suppress(Exception):
-                await self._release_slot("error")
         if cancelled:
             raise asyncio.CancelledError
         if finish != "interrupted" and self.user_message is not None and self.user_message.seq == 1:
@@ -378,9 +404,7 @@ class ChatRun:
                 now = time.monotonic()
                 if now - last_checkpoint >= CHECKPOINT_EVERY_S:
                     last_checkpoint = now
-                    await sessions.update_message(
-                        message_id=self.assistant_message_id, content=state.text, status="streaming"
-                    )
+                    await self._checkpoint(sessions)
             elif isinstance(mapped, ModelTurnStarted | ModelTurnEnded):
                 state.turn_start = len(state.parts)
                 if isinstance(mapped, ModelTurnEnded) and mapped.output_tokens is not None:
@@ -409,6 +433,21 @@ class ChatRun:
                     sessions, mapped.call_id, tool, output=mapped.output, ok=not tools.failed(mapped.call_id)
                 )
 
+    async def _checkpoint(self, sessions: SessionService) -> None:
+        """The answer so far, stored while it streams. A database that stays away past the brief retries ends the
+        run (`StoreUnavailable`): it could not keep what it streams, and its end is kept until the database returns."""
+        text = self.state.text
+        try:
+            await with_retries(
+                lambda: sessions.update_message(message_id=self.assistant_message_id, content=text, status="streaming"),
+                what=f"run {self.run_id}: checkpoint",
+            )
+        except Exception as exc:
+            if is_transient(exc):
+                self._store_down = True
+                raise StoreUnavailable(STORE_FAILED) from exc
+            raise
+
     async def _close_tool(
         self,
         sessions: SessionService,
@@ -419,49 +458,89 @@ class ChatRun:
         ok: bool,
         interrupted: bool = False,
     ) -> None:
-        await sessions.append_message(
-            session_id=self.session.id,
-            role="tool",
-            content=output,
-            status="interrupted" if interrupted else "complete",
-            tool=ToolCall(call_id=call_id, name=tool.name, arguments=tool.arguments, output=output, ok=ok),
-            run_id=self.run_id,
-        )
-        await self._emit({"type": "tool_done", "call_id": call_id, "name": tool.name, "output": output, "ok": ok})
+        try:
+            await with_retries(
+                lambda: sessions.append_message(
+                    session_id=self.session.id,
+                    role="tool",
+                    content=output,
+                    status="interrupted" if interrupted else "complete",
+                    tool=ToolCall(call_id=call_id, name=tool.name, arguments=tool.arguments, output=output, ok=ok),
+                    run_id=self.run_id,
+                ),
+                what=f"run {self.run_id}: tool message",
+            )
+        finally:
+            # A client never sees a tool left open, stored or not.
+            await self._emit({"type": "tool_done", "call_id": call_id, "name": tool.name, "output": output, "ok": ok})
 
     async def _finish(
         self, sessions: SessionService, finish: FinishReason, error: tuple[ErrorCode, str, bool] | None
     ) -> None:
+        """Persist the run's end, then tell the sockets. Each write is retried briefly (once the database proved
+        away, the rest are tried once); whatever the database does not take, the run still ends: `error` and
+        `assistant_end` (`error`) go out, and the end waits in `deps.pending` until the database takes it, so no
+        row stays `streaming` and the slot is freed."""
+        if self.abandoned:
+            logger.warning("run %s: ended elsewhere; nothing more is written or sent", self.run_id)
+            return
         state = self.state
+        stored = True
         if self._layer1 is not None:
             try:
                 await self._layer1.flush()
             except Exception:
                 logger.exception("run %s: could not store its input in the model's context", self.run_id)
         for call_id, tool in list(state.open_tools.items()):
-            await self._close_tool(sessions, call_id, tool, output=INTERRUPTED_TOOL_OUTPUT, ok=False, interrupted=True)
+            try:
+                await self._close_tool(
+                    sessions, call_id, tool, output=INTERRUPTED_TOOL_OUTPUT, ok=False, interrupted=True
+                )
+            except Exception:
+                logger.exception("run %s: could not store tool call %s", self.run_id, call_id)
+                stored = False
         state.open_tools.clear()
         if finish == "interrupted" or self._partial:
             await self._keep_partial_answer()
         if finish in ("interrupted", "error") or self._partial:
             self._count_unfinished_turn()
-        if self.assistant_message_id:
-            await sessions.update_message(
-                message_id=self.assistant_message_id,
-                content=state.text,
-                status=_STATUS[finish],
-                usage=state.usage,
-                finish_reason=finish,
+        if not stored:
+            finish, error = "error", error or _STORE_ERROR
+        if self.assistant_message_id and not await self._store_answer(sessions, finish):
+            stored = False
+            finish, error = "error", error or _STORE_ERROR
+        context_tokens = await self._context_tokens(finish) if not self._store_down else None
+        try:
+            await self._write(
+                lambda: sessions.add_usage(
+                    session_id=self.session.id,
+                    input_tokens=state.usage.input_tokens,
+                    output_tokens=state.usage.output_tokens,
+                    context_tokens=context_tokens,
+                ),
+                what="usage",
             )
-        context_tokens = await self._context_tokens(finish)
-        await sessions.add_usage(
-            session_id=self.session.id,
-            input_tokens=state.usage.input_tokens,
-            output_tokens=state.usage.output_tokens,
-            context_tokens=context_tokens,
-        )
+        except Exception:
+            logger.exception("run %s: could not add its usage to the session", self.run_id)
         # The slot is free before `assistant_end` goes out: a client may send its next message right away.
-        await self._release_slot(finish)
+        try:
+            await self._write(lambda: self._release_slot(finish), what="run slot")
+        except Exception:
+            logger.exception("run %s: could not free its run slot", self.run_id)
+            stored = False
+        if not stored:
+            self.deps.pending.add(
+                UnrecordedEnd(
+                    run_id=self.run_id,
+                    session_id=self.session.id,
+                    assistant_message_id=self.assistant_message_id or None,
+                    content=state.text,
+                    status=_STATUS[finish],
+                    usage=state.usage,
+                    run_status=_RUN_STATUS[finish],
+                    finish_reason=finish,
+                )
+            )
         if error is not None:
             code, message, retryable = error
             await self._emit({"type": "error", "code": code, "message": message, "retryable": retryable})
@@ -478,6 +557,46 @@ class ChatRun:
                     },
                 }
             )
+
+    async def _write(self, op: Callable[[], Awaitable[T]], *, what: str) -> T:
+        """One write of the run's end: retried briefly, unless the database already proved away in this run."""
+        try:
+            return await with_retries(op, what=f"run {self.run_id}: {what}", delays=() if self._store_down else None)
+        except Exception as exc:
+            if is_transient(exc):
+                self._store_down = True
+            raise
+
+    async def _store_answer(self, sessions: SessionService, finish: FinishReason) -> bool:
+        """The assistant message's text, status and usage; False when the database did not take them (then at
+        least its status is ended, if the database takes that)."""
+        state = self.state
+        try:
+            await self._write(
+                lambda: sessions.update_message(
+                    message_id=self.assistant_message_id,
+                    content=state.text,
+                    status=_STATUS[finish],
+                    usage=state.usage,
+                    finish_reason=finish,
+                ),
+                what="answer",
+            )
+            return True
+        except Exception:
+            logger.exception("run %s: could not store its answer", self.run_id)
+        if not self._store_down:
+            with contextlib.suppress(Exception):
+                await messages_db.set_status(
+                    self.deps.pool, message_id=uuid.UUID(self.assistant_message_id), status="error"
+                )
+        return False
+
+    async def _ended_elsewhere(self) -> bool:
+        """Another process's sweep ended this run (its lease looked expired)."""
+        with contextlib.suppress(Exception):
+            return await runs_db.status(self.deps.pool, run_id=self.run_id) not in (None, "running")
+        return False
 
     async def _release_slot(self, finish: FinishReason) -> None:
         await runs_db.finish(

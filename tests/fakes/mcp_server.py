@@ -2,6 +2,7 @@
 
     python -m tests.fakes.mcp_server --transport stdio
     python -m tests.fakes.mcp_server --transport http --port 8765
+    python -m tests.fakes.mcp_server --transport sse --port 8765     (the older SSE transport, at /sse)
 
 Tools: `echo`, `sleep`, `fail` (an `is_error` result), `huge` (a long text), `crash` (the process dies mid-call)
 and `whoami` (the process id, so tests can tell instances apart).
@@ -57,13 +58,15 @@ def build_server() -> MCPServer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="chinwag's test MCP server")
-    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    parser.add_argument("--transport", choices=["stdio", "http", "sse"], default="stdio")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     server = build_server()
     if args.transport == "stdio":
         server.run("stdio")
+    elif args.transport == "sse":
+        server.run("sse", host=args.host, port=args.port)
     else:
         server.run("streamable-http", host=args.host, port=args.port)
 

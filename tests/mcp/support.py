@@ -62,13 +62,14 @@ async def wait_until_dead(pid: int, timeout_s: float = 10.0) -> bool:
 class HttpFake:
     """The fake server as a separate process serving streamable HTTP on a loopback port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, transport: str = "http") -> None:
         self.port = port or free_port()
+        self.transport = transport
         self.process: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
+        return f"http://127.0.0.1:{self.port}/{'sse' if self.transport == 'sse' else 'mcp'}"
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
@@ -76,7 +77,7 @@ class HttpFake:
             "-m",
             FAKE_MODULE,
             "--transport",
-            "http",
+            self.transport,
             "--port",
             str(self.port),
             cwd=ROOT,
@@ -105,8 +106,8 @@ class HttpFake:
 
 
 @contextlib.asynccontextmanager
-async def http_fake(port: int | None = None) -> AsyncIterator[HttpFake]:
-    server = HttpFake(port)
+async def http_fake(port: int | None = None, *, transport: str = "http") -> AsyncIterator[HttpFake]:
+    server = HttpFake(port, transport=transport)
     await server.start()
     try:
         yield server

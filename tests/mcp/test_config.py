@@ -121,3 +121,38 @@ def test_the_app_refuses_to_start_with_an_invalid_file(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, mcp_config=path, secret_key="s" * 40, database_url="postgresql://unused")
     with pytest.raises(SettingsError, match=r"mcpServers\.fs\.timeout_s"):
         create_app(settings)
+
+
+def test_reads_the_type_cwd_and_stateful_keys_of_other_clients_configs() -> None:
+    config = parse_mcp_config(
+        {
+            "mcpServers": {
+                "local": {"type": "stdio", "command": "uvx", "args": ["srv"], "cwd": "/srv/tools", "stateful": True},
+                "remote": {"type": "http", "url": "https://mcp.example.org/mcp"},
+                "older": {"type": "sse", "url": "https://mcp.example.org/sse", "headers": {"X-Key": "k"}},
+                "vscode": {"type": "streamable-http", "url": "https://mcp.example.org/mcp"},
+            }
+        }
+    )
+    local, remote, older, vscode = (config.servers[n] for n in ("local", "remote", "older", "vscode"))
+    assert isinstance(local, StdioServerConfig)
+    assert (local.cwd, local.stateful) == ("/srv/tools", True)
+    assert isinstance(remote, UrlServerConfig)
+    assert (remote.type, remote.stateful) == ("http", False)
+    assert isinstance(older, UrlServerConfig)
+    assert older.type == "sse"
+    assert isinstance(vscode, UrlServerConfig)
+    assert vscode.type == "http"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"type": "websocket", "url": "ws://x"}, "mcpServers.s.type: must be one of"),
+        ({"type": "sse", "command": "x"}, 'a server of type "sse" needs "url"'),
+        ({"type": "stdio", "url": "http://x/mcp"}, 'a server of type "stdio" needs "command"'),
+        ({"url": "http://x/mcp", "cwd": "/tmp"}, "mcpServers.s.cwd: unknown field for a URL server"),
+    ],
+)
+def test_a_wrong_type_or_key_is_named(entry: dict[str, Any], message: str) -> None:
+    assert message in error_of({"mcpServers": {"s": entry}})

@@ -36,7 +36,7 @@ async def pool(http_server: HttpFake) -> AsyncIterator[McpPool]:
     config = parse_mcp_config(
         {
             "mcpServers": {
-                "fake": fake_stdio(pool_size=2),
+                "fake": fake_stdio(pool_size=2, stateful=True),
                 "web": {"url": http_server.url, "timeout_s": 5},
                 "time": time_stdio(pool_size=1),
                 "crashy": fake_stdio(pool_size=1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from chinwag.mcp import McpPool, McpToolError, parse_mcp_config
 from chinwag.mcp.tools import PooledServer
 from tests.conftest import ServerFactory
-from tests.mcp.support import fake_stdio, http_fake, pid_alive, text_of, wait_until_dead
+from tests.mcp.support import ROOT, fake_stdio, http_fake, pid_alive, text_of, wait_until_dead
 
 
 async def whoami(server: object) -> int:
@@ -104,3 +105,50 @@ async def test_the_app_starts_the_pool_from_its_config_file(server_factory: Serv
     # The app stopping stops the pool and its processes.
     running.server.should_exit = True
     assert await wait_until_dead(pid, timeout_s=15)
+
+
+async def test_an_sse_server_and_a_stdio_server_started_in_its_cwd(tmp_path: Path) -> None:
+    # `python -m tests.fakes.mcp_server` only finds the module when started in the repository's root: that is `cwd`.
+    in_root = {"command": sys.executable, "args": ["-m", "tests.fakes.mcp_server"], "cwd": str(ROOT), "pool_size": 1}
+    async with http_fake(transport="sse") as sse:
+        config = parse_mcp_config(
+            {"mcpServers": {"older": {"type": "sse", "url": sse.url, "timeout_s": 5}, "rooted": in_root}}
+        )
+        async with McpPool.start(config) as pool:
+            await pool.wait_started()
+            assert {s.name: s.status for s in pool.status()} == {"older": "ready", "rooted": "ready"}
+            async with pool.acquire(["older", "rooted"]) as tools:
+                assert tools.unavailable == []
+                for server in tools.servers:
+                    assert isinstance(server, PooledServer)
+                    assert text_of(await server.call_tool("echo", {"text": server.name})) == server.name
+
+
+async def test_a_per_call_server_serves_many_concurrent_runs_with_one_process() -> None:
+    config = parse_mcp_config({"mcpServers": {"shared": fake_stdio(pool_size=1, timeout_s=20)}})
+    async with McpPool.start(config) as pool:
+        await pool.wait_started()
+        async with (
+            pool.acquire(["shared"], wait_s=1) as a,
+            pool.acquire(["shared"], wait_s=1) as b,
+            pool.acquire(["shared"], wait_s=1) as c,
+        ):
+            assert a.unavailable == b.unavailable == c.unavailable == []
+            runs = [s for tools in (a, b, c) for s in tools.servers if isinstance(s, PooledServer)]
+            assert len(runs) == 3
+            # Calls from three runs at once take turns on the one process; none fails.
+            results = await asyncio.gather(*(s.call_tool("sleep", {"seconds": 0.3}) for s in runs))
+            assert [text_of(r) for r in results] == ["slept 0.3"] * 3
+            assert len({text_of(await s.call_tool("whoami", {})) for s in runs}) == 1
+
+
+async def test_a_stateful_server_is_held_for_the_whole_run() -> None:
+    config = parse_mcp_config({"mcpServers": {"memory": fake_stdio(pool_size=1, stateful=True)}})
+    async with McpPool.start(config) as pool:
+        await pool.wait_started()
+        async with pool.acquire(["memory"], wait_s=1) as first:
+            assert first.unavailable == []
+            async with pool.acquire(["memory"], wait_s=0.3) as second:
+                assert second.unavailable == ["memory"]
+        async with pool.acquire(["memory"], wait_s=1) as third:
+            assert third.unavailable == []

@@ -21,7 +21,6 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from chinwag.services import chat_service
 from tests.conftest import REQUIRE_SERVICES, RunningServer, ServerFactory, TestUser, UserFactory, free_port
 from tests.fakes.openai_script import say
 from tests.fakes.openai_server import FakeOpenAI
@@ -62,8 +61,13 @@ async def pair(
     fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory, redis_url: str, prefix: str
 ) -> Pair:
     async def start() -> RunningServer:
+        # No periodic sweep: the tests below sweep by hand, and a background one would race them.
         return await server_factory(
-            openai_base_url=fake.base_url, models="gpt-4.1-mini:1000000", redis_url=redis_url, redis_prefix=prefix
+            openai_base_url=fake.base_url,
+            models="gpt-4.1-mini:1000000",
+            redis_url=redis_url,
+            redis_prefix=prefix,
+            run_sweep_s=600,
         )
 
     a, b = await start(), await start()
@@ -205,7 +209,18 @@ async def test_a_stale_run_is_recovered_and_a_live_one_on_the_other_server_is_no
         await db.execute("UPDATE runs SET heartbeat_at = now() - interval '1 minute' WHERE id = $1", live_run)
         assert await pair.a.running.app.state.chat.sweep() == [pair.session_id]
         assert await db.fetchval("SELECT status FROM runs WHERE id = $1", live_run) == "interrupted"
+        # A's sweep told B's sockets; B's next heartbeat finds its run ended and stops it without a word more.
+        frames += await on_b.until("assistant_end", timeout=15)
+        assert frames[-1]["finish_reason"] == "interrupted"
+        async with asyncio.timeout(15):
+            while str(live_run) in pair.b.running.app.state.chat.live:
+                await asyncio.sleep(0.1)
+        await on_b.quiet(1.0)
         await on_b.send({"type": "interrupt"})
+        assert (await on_b.recv())["code"] == "not_found"
+        assert await db.fetchval("SELECT status FROM messages WHERE run_id = $1 AND role = 'assistant'", live_run) == (
+            "interrupted"
+        )
 
 
 # --- chinwag serve --workers 2 ----------------------------------------------------------------------------------
@@ -389,12 +404,16 @@ async def test_each_process_heartbeats_its_runs_and_sweeps_stale_ones_by_itself(
     db: asyncpg.Connection,
     redis_url: str,
     prefix: str,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The periods, shortened before the servers start (10 s and 30 s in production).
-    monkeypatch.setattr(chat_service, "HEARTBEAT_S", 0.1)
-    monkeypatch.setattr(chat_service, "SWEEP_S", 0.2)
-    options = {"openai_base_url": fake.base_url, "redis_url": redis_url, "redis_prefix": prefix}
+    # The periods shortened (2 s in production); the lease kept long, so that only the stamps set below decide.
+    options = {
+        "openai_base_url": fake.base_url,
+        "redis_url": redis_url,
+        "redis_prefix": prefix,
+        "run_heartbeat_s": 0.1,
+        "run_sweep_s": 0.2,
+        "run_stale_s": 45.0,
+    }
     a, b = await server_factory(**options), await server_factory(**options)
     user = await user_factory(a)
     dead_session = uuid.UUID(await new_session(a, user))

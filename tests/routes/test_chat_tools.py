@@ -195,3 +195,27 @@ async def test_a_tool_server_that_never_starts_leaves_chat_working_and_is_report
         reported = {s["name"]: s["status"] for s in (await http.get("/config")).json()["mcp_servers"]}
     assert reported["testtools"] == "ready"
     assert reported["broken"] in ("failed", "restarting")
+
+
+async def test_two_users_runs_share_one_stdio_instance_call_by_call(
+    chat: Chat, fake: FakeOpenAI, user_factory: UserFactory
+) -> None:
+    """One process (pool_size 1) serves two users' concurrent runs: B's call runs while A's run is still going."""
+    bob = await user_factory(chat.running)
+    bobs = Chat.on(chat.running, bob, await new_session(chat.running, bob))
+    # A's answer after its tool call streams slowly (about 8 s): A's run is still going when B's starts.
+    slow = say("one two three four five six seven eight", delay=1.0)
+    fake.script(call("sleep", {"seconds": 0.1}), slow, call("echo", {"text": "bob's turn"}), say("Done."))
+    async with connect(chat) as alice_sock, connect(bobs) as bob_sock:
+        await alice_sock.send({"type": "message", "content": "take your time"})
+        alice_frames = await alice_sock.until("tool_done", timeout=30)
+        alice_frames += await alice_sock.until("text_delta", timeout=30)
+        await bob_sock.send({"type": "message", "content": "echo for me"})
+        bob_frames = await bob_sock.until("assistant_end", timeout=30)
+        alice_frames += await alice_sock.until("assistant_end", timeout=30)
+    (bob_done,) = [f for f in bob_frames if f["type"] == "tool_done"]
+    assert (bob_done["name"], bob_done["ok"], bob_done["output"]) == ("echo", True, "bob's turn")
+    (alice_done,) = [f for f in alice_frames if f["type"] == "tool_done"]
+    assert (alice_done["name"], alice_done["ok"]) == ("sleep", True)
+    assert alice_frames[-1]["finish_reason"] == bob_frames[-1]["finish_reason"] == "stop"
+    assert text_of(bob_frames) == "Done."
