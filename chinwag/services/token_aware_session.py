@@ -302,9 +302,17 @@ class TokenAwareSession:
         sent_rows = paired_items(row for turn in kept for row in turn.rows)
         items: list[Item] = [summary_item(sent_summary)] if sent_summary is not None else []
         items.extend(canonical(row.item) for row in sent_rows)
+        cut_tokens = 0
+        if not kept and dropped:
+            # Even the newest turn alone is over the budget (a huge answer): the model gets it cut to fit rather
+            # than no memory of it at all. Its rows stay whole in storage.
+            newest = dropped.pop()
+            cut = self._cut_to_fit([row.item for row in paired_items(newest.rows)], self.budget - summary_tokens)
+            items.extend(cut)
+            cut_tokens = sum(self.store.counter.count_item(item) for item in cut)
         return ContextView(
             items=items,
-            tokens=summary_tokens + sum(r.tokens for r in sent_rows),
+            tokens=summary_tokens + sum(r.tokens for r in sent_rows) + cut_tokens,
             limit=self.context_window,
             budget=self.budget,
             summary=summary,
@@ -462,6 +470,22 @@ class TokenAwareSession:
         items = self._fit_transcript(items)
         text = await self.summarize([cast(TResponseInputItem, i) for i in items])
         return text.strip()
+
+    def _cut_to_fit(self, items: list[Item], limit: int) -> list[Item]:
+        """The items as plain messages with their texts cut (start and end kept) until they count `limit` at most;
+        nothing when even the shortest cut does not fit."""
+        counter = self.store.counter
+        total = sum(counter.count_item(item) for item in items)
+        share = limit / max(total, 1) * 0.95
+        for _ in range(8):
+            cut = [_shortened(item, share) for item in items]
+            if sum(counter.count_item(item) for item in cut) <= limit:
+                logger.info(
+                    "session %s: the newest turn is over the budget; sent cut to %d tokens", self.session_id, limit
+                )
+                return cut
+            share *= 0.7
+        return []
 
     def _fit_transcript(self, items: list[Item]) -> list[Item]:
         """Items whose transcript fits one summary request: when it is too long (one huge turn), the texts are cut
