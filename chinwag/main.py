@@ -18,7 +18,7 @@ from chinwag.llm.provider import LlmClients
 from chinwag.mcp import McpPool, load_mcp_config
 from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.request_id import RequestIdMiddleware
-from chinwag.routes import auth, files, health, messages, search, sessions
+from chinwag.routes import auth, files, health, messages, search, sessions, web
 from chinwag.routes import chat as chat_routes
 from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
@@ -65,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="chinwag", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.web_assets = web.WebAssets()
     install_error_handlers(app)
     # Innermost of the middleware: a 503 it may answer still passes through CORS and request ids.
     app.add_middleware(AuthMiddleware)
@@ -87,4 +88,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(context_routes.router, prefix="/api/v1")
     app.include_router(search.router, prefix="/api/v1")
     app.include_router(config_routes.router, prefix="/api/v1")
+    # Last: the client's pages and assets never shadow the API, the socket, health or the OpenAPI pages.
+    app.include_router(web.router)
     return app
