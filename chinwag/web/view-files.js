@@ -45,9 +45,13 @@ export async function addFiles(files) {
         chat.attachments = chat.attachments.filter((a) => a !== item);
         if (item.preview) URL.revokeObjectURL(item.preview);
         const limit = state.config?.limits?.max_upload_bytes;
-        let reason = error.detail;
-        if (error.status === 0 && limit && file.size > limit) reason = `The file is too large (the limit is ${formatBytes(limit)}).`;
-        showError(`${file.name}: ${reason}`);
+        let message = `${file.name}: ${error.detail}`;
+        if (error.status === 413 || (error.status === 0 && limit && file.size > limit)) {
+          message = `${file.name} is too large to upload${limit ? ` (the limit is ${formatBytes(limit)})` : ''}.`;
+        } else if (error.status === 415) {
+          message = `${file.name} cannot be attached: this type of file is not accepted (${error.detail}).`;
+        }
+        showError(message);
         emit('files');
       });
   }

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
 
 from tests.conftest import REQUIRE_SERVICES, RunningServer, ServerFactory, TestUser, UserFactory, free_port
 from tests.fakes.openai_script import say
@@ -151,7 +151,9 @@ async def user(web: Web, user_factory: UserFactory) -> TestUser:
 
 async def axe_violations(page: Page) -> list[dict[str, Any]]:
     """Run axe-core (vendored for the tests) on the page; the serious and critical violations."""
-    await page.add_script_tag(path=str(AXE))
+    # The page's CSP refuses inline scripts (as it should): serve axe from the page's own origin instead.
+    await page.route("**/__tests__/axe.min.js", lambda route: route.fulfill(path=str(AXE), content_type="text/javascript"))
+    await page.add_script_tag(url="/__tests__/axe.min.js")
     result: dict[str, Any] = await page.evaluate("async () => await axe.run(document)")
     return [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
 
@@ -212,3 +214,27 @@ class TcpProxy:
             transport = w.transport
             transport.abort()
         self._writers.clear()
+
+
+def conversation(page: Page) -> Locator:
+    return page.get_by_role("region", name="Conversation")
+
+
+def articles(page: Page, role: str) -> Locator:
+    """The conversation's articles of one role (`data-role`), in order."""
+    return conversation(page).get_by_role("article").and_(page.locator(f"[data-role={role}]"))
+
+
+def body(article: Locator) -> Locator:
+    """The rendered text of a message (its Markdown body, or a user message's text)."""
+    return article.locator(".md:not(.reasoning-text), .msg-text").first
+
+
+async def send(page: Page, text: str) -> None:
+    await page.get_by_role("textbox", name="Message").fill(text)
+    await page.get_by_role("button", name="Send").click()
+
+
+def words(count: int, prefix: str = "w") -> str:
+    """Plain words (no Markdown), so the rendered text equals the stored text."""
+    return " ".join(f"{prefix}{i}" for i in range(count))
