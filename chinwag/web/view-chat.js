@@ -37,19 +37,21 @@ export async function openChat(sessionId, { focusSeq = null } = {}) {
     return;
   }
   const chat = state.chat;
+  connect(chat); // at once: a message typed before the session's details arrive waits in the socket's outbox
   try {
     chat.session = await api.getSession(sessionId);
   } catch (error) {
     if (state.chat !== chat) return;
     chat.error = { message: error.status === 404 ? 'This chat does not exist (or was deleted).' : error.detail };
     chat.sessionId = null;
+    socket?.close();
+    socket = null;
     emit('error', 'chat');
     return;
   }
   if (state.chat !== chat) return;
   upsertSession(chat.session);
   emit('chat');
-  connect(chat);
   loadFiles(chat);
   view.composer.focus();
 }

@@ -136,7 +136,7 @@ async def web_factory(browser: Browser, server_factory: ServerFactory, tmp_path:
 
         yield make
         for web in made:
-            assert not web.errors, web.errors
+            assert not web.errors, "\n".join(web.errors)
 
 
 @pytest.fixture
@@ -152,7 +152,9 @@ async def user(web: Web, user_factory: UserFactory) -> TestUser:
 async def axe_violations(page: Page) -> list[dict[str, Any]]:
     """Run axe-core (vendored for the tests) on the page; the serious and critical violations."""
     # The page's CSP refuses inline scripts (as it should): serve axe from the page's own origin instead.
-    await page.route("**/__tests__/axe.min.js", lambda route: route.fulfill(path=str(AXE), content_type="text/javascript"))
+    await page.route(
+        "**/__tests__/axe.min.js", lambda route: route.fulfill(path=str(AXE), content_type="text/javascript")
+    )
     await page.add_script_tag(url="/__tests__/axe.min.js")
     result: dict[str, Any] = await page.evaluate("async () => await axe.run(document)")
     return [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
