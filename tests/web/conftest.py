@@ -86,7 +86,7 @@ class Web:
         await page.get_by_role("textbox", name="Email").fill(user.email)
         await page.get_by_role("textbox", name="Password").fill(user.password)
         await page.get_by_role("button", name="Sign in").click()
-        await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+        await expect(page.get_by_role("textbox", name="Message")).to_be_visible()
 
     def api(self, user: TestUser) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.server.url + "/api/v1", headers=user.headers, timeout=30)
