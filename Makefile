@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test check lint format bench clean
+.PHONY: install browser run test check lint format bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -22,8 +22,18 @@ install: $(STAMP)
 run: install  ## start the server (embedded PostgreSQL when CHINWAG_DATABASE_URL is unset)
 	$(VENV)/bin/chinwag serve $(ARGS)
 
-test: install  ## the whole suite
+test: install browser  ## the whole suite
 	$(VENV)/bin/pytest $(ARGS)
+
+# The browser tests drive Debian's Chromium at /usr/bin/chromium (never a browser download of Playwright's own).
+# Installed here when missing, if apt-get is there and we are root; otherwise those tests skip, or fail under
+# CHINWAG_REQUIRE_SERVICES=1, saying why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium for the browser tests (apt-get)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+			|| echo "chromium could not be installed: the browser tests will say so"; \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -11,7 +11,7 @@ import * as api from './api.js';
 import { assistantMessage, fieldsOf, forMessage, toolMessage, userMessage } from './messages.js';
 import { ChatSocket } from './socket.js';
 import { emit, newChat, newRun, on, state, upsertSession } from './store.js';
-import { formatNumber, frameThrottle, h, sessionTitle } from './util.js';
+import { formatNumber, frameThrottle, h, icon, sessionTitle } from './util.js';
 import { renderFiles, addFiles, resetFiles } from './view-files.js';
 
 const PAGE = 50;
@@ -354,7 +354,7 @@ export function showError(message) {
 // --- the view -----------------------------------------------------------------------------------------------------
 
 export function renderChat(root, { toggleSidebar }) {
-  const menu = h('button', { type: 'button', class: 'icon menu', 'aria-label': 'Show chats', 'aria-expanded': 'false', 'aria-controls': 'sidebar' }, '☰');
+  const menu = h('button', { type: 'button', class: 'icon menu', 'aria-label': 'Show chats', 'aria-expanded': 'false', 'aria-controls': 'sidebar' }, icon('menu'));
   menu.addEventListener('click', () => menu.setAttribute('aria-expanded', String(toggleSidebar())));
   const title = h('h1', { class: 'chat-title' });
   const model = h('select', { 'aria-label': 'Model', class: 'model' });
@@ -369,10 +369,10 @@ export function renderChat(root, { toggleSidebar }) {
   const empty = h('div', { class: 'empty-chat' }, h('p', {}, 'Ask anything. Attach files with the button or by dropping them here.'));
   const conversation = h('section', { 'aria-label': 'Conversation', class: 'conversation', tabindex: '0' }, topSentinel, empty, list, bottomSentinel);
   const alertSlot = h('div', { class: 'alert-slot' });
-  const composer = h('textarea', { 'aria-label': 'Message', rows: 1, placeholder: 'Message chinwag  (Enter sends, Shift+Enter for a new line)' });
+  const composer = h('textarea', { 'aria-label': 'Message', rows: 1, placeholder: 'Message chinwag', title: 'Enter sends, Shift+Enter starts a new line, Escape stops an answer' });
   const attachmentsSlot = h('div', { class: 'attachments' });
   const fileInput = h('input', { type: 'file', multiple: true, hidden: true, tabindex: '-1' });
-  const attach = h('button', { type: 'button', class: 'icon attach', 'aria-label': 'Attach file', title: 'Attach file' }, '📎');
+  const attach = h('button', { type: 'button', class: 'icon attach', 'aria-label': 'Attach file', title: 'Attach file' }, icon('attach'));
   const sendButton = h('button', { type: 'submit', class: 'send' }, 'Send');
   const stopButton = h('button', { type: 'button', class: 'stop danger' }, 'Stop');
   const actions = h('div', { class: 'composer-actions' }, attach, fileInput, sendButton);
@@ -610,7 +610,7 @@ export function renderChat(root, { toggleSidebar }) {
       emit('error');
       error.retry();
     });
-    const dismiss = h('button', { type: 'button', class: 'secondary', 'aria-label': 'Dismiss error' }, '✕');
+    const dismiss = h('button', { type: 'button', class: 'icon', 'aria-label': 'Dismiss error' }, icon('close'));
     dismiss.addEventListener('click', () => {
       state.chat.error = null;
       emit('error');

@@ -3,7 +3,7 @@
 
 import * as api from './api.js';
 import { emit, on, state } from './store.js';
-import { formatBytes, h } from './util.js';
+import { formatBytes, h, icon } from './util.js';
 import { ensureSession, showError } from './view-chat.js';
 
 let counter = 0;
@@ -62,7 +62,7 @@ export function renderFiles({ attachmentsSlot, filesSlot }) {
     const chat = state.chat;
     attachmentsSlot.replaceChildren(
       ...(chat?.attachments || []).map((a) => {
-        const remove = h('button', { type: 'button', class: 'icon', 'aria-label': `Remove ${a.file.name}` }, '✕');
+        const remove = h('button', { type: 'button', class: 'icon', 'aria-label': `Remove ${a.file.name}` }, icon('close'));
         remove.addEventListener('click', () => {
           chat.attachments = chat.attachments.filter((x) => x !== a);
           if (a.preview) URL.revokeObjectURL(a.preview);
@@ -95,7 +95,7 @@ export function renderFiles({ attachmentsSlot, filesSlot }) {
         'ul',
         {},
         files.map((f) => {
-          const del = h('button', { type: 'button', class: 'icon', 'aria-label': `Delete file ${f.name}` }, '🗑');
+          const del = h('button', { type: 'button', class: 'icon', 'aria-label': `Delete file ${f.name}` }, icon('trash'));
           del.addEventListener('click', async () => {
             try {
               await api.deleteFile(chat.sessionId, f.id);

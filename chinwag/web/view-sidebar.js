@@ -4,7 +4,7 @@
 import * as api from './api.js';
 import { ask } from './dialog.js';
 import { emit, on, removeSession, state, upsertSession } from './store.js';
-import { debounce, h, sessionTitle } from './util.js';
+import { debounce, h, icon, sessionTitle } from './util.js';
 
 export function renderSidebar(root, { navigate, showError, onSignOut }) {
   const list = h('ul', { class: 'chat-list' });
@@ -34,7 +34,7 @@ export function renderSidebar(root, { navigate, showError, onSignOut }) {
       event.preventDefault();
       navigate(`/s/${session.id}`);
     });
-    const rename = h('button', { type: 'button', class: 'icon', 'aria-label': `Rename ${title}`, title: 'Rename' }, '✎');
+    const rename = h('button', { type: 'button', class: 'icon', 'aria-label': `Rename ${title}`, title: 'Rename' }, icon('pencil'));
     rename.addEventListener('click', async () => {
       const value = await ask({ title: 'Rename chat', confirm: 'Rename', input: { label: 'Title', value: session.title } });
       if (value === null || !value.trim()) return;
@@ -47,7 +47,7 @@ export function renderSidebar(root, { navigate, showError, onSignOut }) {
     const pin = h(
       'button',
       { type: 'button', class: 'icon', 'aria-label': `${session.pinned ? 'Unpin' : 'Pin'} ${title}`, 'aria-pressed': String(session.pinned), title: session.pinned ? 'Unpin' : 'Pin' },
-      session.pinned ? '★' : '☆',
+      icon('star', { filled: session.pinned }),
     );
     pin.addEventListener('click', async () => {
       try {
@@ -56,7 +56,7 @@ export function renderSidebar(root, { navigate, showError, onSignOut }) {
         showError(error.detail);
       }
     });
-    const del = h('button', { type: 'button', class: 'icon', 'aria-label': `Delete ${title}`, title: 'Delete' }, '🗑');
+    const del = h('button', { type: 'button', class: 'icon', 'aria-label': `Delete ${title}`, title: 'Delete' }, icon('trash'));
     del.addEventListener('click', async () => {
       const ok = await ask({ title: 'Delete chat?', message: `“${title}”, its messages and its files will be gone for good.`, confirm: 'Delete' });
       if (!ok) return;

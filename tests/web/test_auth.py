@@ -53,14 +53,24 @@ async def test_two_tabs_refreshing_at_once_do_not_burn_the_sign_in(
     the whole sign-in, so unserialized refreshes in two tabs would sign both out."""
     web: Web = await web_factory(access_token_ttl_s=5)
     user = await user_factory(web.server)
+    await web.create_session(user, "Other")
     session = await web.create_session(user, "Shared")
     first = await web.new_page()
     await web.sign_in(first, user, f"/s/{session['id']}")
     second = await web.new_page()
-    for _ in range(4):
-        await asyncio.gather(first.goto(web.base_url + f"/s/{session['id']}"), second.goto(web.base_url + "/"))
-        for page in (first, second):
-            await expect(page.get_by_role("link", name="Shared")).to_be_visible()
+    await second.goto(web.base_url + "/")
+    # Switching chats inside the page (no unload: a page that goes away mid-refresh loses the new pair, which no
+    # lock can prevent) makes each tab send several requests, each refreshing first, both tabs at once.
+    for round_ in range(6):
+        names = ("Other", "Shared") if round_ % 2 == 0 else ("Shared", "Other")
+        await asyncio.gather(
+            *(
+                page.get_by_role("navigation", name="Chats").get_by_role("link", name=name).click()
+                for page, name in zip((first, second), names, strict=True)
+            )
+        )
+        for page, name in zip((first, second), names, strict=True):
+            await expect(page.get_by_role("heading", name=name)).to_be_visible()
             await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
     pool = web.server.app.state.pool
     assert await pool.fetchval("SELECT count(*) FROM refresh_tokens WHERE used_at IS NOT NULL") >= 4  # it refreshed
