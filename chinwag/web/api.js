@@ -2,7 +2,10 @@
 //
 // Refresh tokens rotate and a spent one revokes the whole sign-in, so two tabs must never refresh with the same
 // token: every refresh runs under one Web Lock shared by the tabs, and re-reads the stored tokens inside it (the tab
-// that waited finds the new pair the other tab stored, and uses it).
+// that waited finds the new pair the other tab stored, and uses it). That re-read is from IndexedDB, not
+// localStorage: localStorage reaches other tabs (other renderer processes) a little later, so a tab taking the lock
+// just after another released it could still see the spent token there; an IndexedDB transaction that completed is
+// seen by every tab. localStorage keeps a copy for synchronous reads (the user, an access token still valid).
 
 const KEY = 'chinwag.tokens';
 const BASE = '/api/v1';
@@ -29,19 +32,59 @@ function load() {
   }
 }
 
-function store(tokens) {
-  localStorage.setItem(
-    KEY,
-    JSON.stringify({
-      access_token: tokens.access_token,
-      refresh_token: tokens.refresh_token,
-      expires_at: Date.now() + tokens.expires_in * 1000,
-      user: tokens.user,
-    }),
-  );
+let database = null;
+function db() {
+  database ??= new Promise((resolve, reject) => {
+    const open = indexedDB.open('chinwag', 1);
+    open.onupgradeneeded = () => open.result.createObjectStore('kv');
+    open.onsuccess = () => resolve(open.result);
+    open.onerror = () => reject(open.error);
+  });
+  return database;
 }
 
-function forget() {
+/** Tokens as every tab sees them now (IndexedDB), or localStorage's copy where IndexedDB is unavailable. */
+async function loadShared() {
+  try {
+    const store = (await db()).transaction('kv').objectStore('kv');
+    const value = await new Promise((resolve, reject) => {
+      const get = store.get(KEY);
+      get.onsuccess = () => resolve(get.result);
+      get.onerror = () => reject(get.error);
+    });
+    return value ?? null;
+  } catch {
+    return load();
+  }
+}
+
+async function saveShared(value) {
+  try {
+    const tx = (await db()).transaction('kv', 'readwrite');
+    if (value) tx.objectStore('kv').put(value, KEY);
+    else tx.objectStore('kv').delete(KEY);
+    await new Promise((resolve, reject) => {
+      tx.oncomplete = resolve;
+      tx.onerror = () => reject(tx.error);
+    });
+  } catch {
+    /* no IndexedDB: localStorage alone */
+  }
+}
+
+async function store(tokens) {
+  const value = {
+    access_token: tokens.access_token,
+    refresh_token: tokens.refresh_token,
+    expires_at: Date.now() + tokens.expires_in * 1000,
+    user: tokens.user,
+  };
+  await saveShared(value);
+  localStorage.setItem(KEY, JSON.stringify(value));
+}
+
+async function forget() {
+  await saveShared(null);
   localStorage.removeItem(KEY);
   for (const fn of signedOutListeners) fn();
 }
@@ -64,7 +107,7 @@ function withLock(fn) {
 /** A fresh pair, unless another tab already rotated `seen` (then its pair). `force` refreshes a valid token too. */
 async function refresh(seen, { force = false } = {}) {
   return withLock(async () => {
-    const tokens = load();
+    const tokens = await loadShared();
     if (!tokens) throw new ApiError(401, 'signed_out', 'You are signed out.');
     if (tokens.refresh_token !== seen) return tokens.access_token;
     if (!force && tokens.expires_at - EARLY_MS > Date.now()) return tokens.access_token;
@@ -75,11 +118,11 @@ async function refresh(seen, { force = false } = {}) {
     });
     if (!answer.ok) {
       const error = await errorOf(answer);
-      if (answer.status === 401 || answer.status === 400 || answer.status === 422) forget();
+      if (answer.status === 401 || answer.status === 400 || answer.status === 422) await forget();
       throw error;
     }
     const fresh = await answer.json();
-    store(fresh);
+    await store(fresh); // before the lock is released
     return fresh.access_token;
   });
 }
@@ -127,7 +170,7 @@ export async function request(method, path, { body, query, auth = true } = {}) {
 
 export async function signIn(email, password) {
   const tokens = await request('POST', '/auth/login', { body: { email, password }, auth: false });
-  store(tokens);
+  await store(tokens);
   return tokens.user;
 }
 
@@ -145,7 +188,7 @@ export async function signOut() {
       /* the tokens go from this browser either way */
     }
   }
-  forget();
+  await forget();
 }
 
 export const getConfig = () => request('GET', '/config', { auth: false });

@@ -18,6 +18,7 @@ function route({ focusSeq = null } = {}) {
 function navigate(path, { focusSeq = null } = {}) {
   if (location.pathname !== path) history.pushState(null, '', path);
   document.querySelector('.layout')?.classList.remove('show-side');
+  document.querySelector('.chat-head .menu')?.setAttribute('aria-expanded', 'false');
   route({ focusSeq });
 }
 

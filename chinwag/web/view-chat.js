@@ -90,7 +90,9 @@ async function loadInitial(chat) {
     if (state.chat !== chat) return;
     setPage(chat, page.items, { hasOlder: page.has_more });
     const last = page.items.at(-1)?.seq ?? 0;
-    chat.hasNewer = last < (chat.session?.message_count ?? 0);
+    const session = chat.session ?? (await api.getSession(chat.sessionId)); // seqs run 1..message_count
+    chat.hasNewer = last < session.message_count;
+    emit('chat');
   } else {
     await loadNewest(chat);
   }
@@ -404,7 +406,8 @@ export function renderChat(root, { toggleSidebar }) {
   });
   stopButton.addEventListener('click', interrupt);
   document.addEventListener('keydown', (event) => {
-    if (event.key === 'Escape' && !document.querySelector('dialog[open]')) interrupt();
+    // Escape stops the answer, unless it is closing a dialog or clearing the search box.
+    if (event.key === 'Escape' && !document.querySelector('dialog[open]') && !event.target.closest?.('.sidebar')) interrupt();
   });
   attach.addEventListener('click', () => fileInput.click());
   fileInput.addEventListener('change', () => {

@@ -58,6 +58,7 @@ async def test_the_phone_layout_folds_the_sidebar_away(web_factory: WebFactory, 
     await expect(menu).to_have_attribute("aria-expanded", "true")
     await chats.get_by_role("link", name="Pocket chat").click()
     await expect(chats).to_be_hidden()
+    await expect(menu).to_have_attribute("aria-expanded", "false")
     await expect(page.get_by_role("heading", name="Pocket chat")).to_be_visible()
     violations = await axe_violations(page)
     assert not violations, describe(violations)
