@@ -33,6 +33,10 @@ async def test_an_attached_file_reaches_the_model_and_can_be_deleted(web: Web, u
     session = await web.create_session(user)
     page = await web.new_page()
     await web.sign_in(page, user, f"/s/{session['id']}")
+    sent: list[dict[str, object]] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
+    await page.reload()  # so that the socket opens with the listener in place
+    await expect(page.get_by_text("Connecting…")).to_have_count(0)
     notes = b"# Notes\n\nThe secret phrase is purple-otter.\n"
     await attach(page, {"name": "notes.md", "mimeType": "text/markdown", "buffer": notes})
     await expect(page.get_by_text("notes.md").first).to_be_visible()
@@ -42,6 +46,10 @@ async def test_an_attached_file_reaches_the_model_and_can_be_deleted(web: Web, u
     await expect(body(articles(page, "assistant").last)).to_have_text("It is purple-otter.")
     request = next(r for r in web.fake.requests if r.last_user_text == "What is the secret phrase?")
     assert "purple-otter" in json.dumps(request.body)
+    async with web.api(user) as c:
+        uploaded = (await c.get(f"/sessions/{session['id']}/files")).json()["items"]
+    messages = [f for f in sent if f.get("type") == "message"]
+    assert [(m["content"], m["file_ids"]) for m in messages] == [("What is the secret phrase?", [uploaded[0]["id"]])]
 
     # Dropped files are attached too.
     drop = await page.evaluate_handle(
