@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test test-fast test-real check lint format bench clean
+.PHONY: install browser run test test-fast test-real check lint format bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -22,14 +22,24 @@ install: $(STAMP)
 run: install  ## start the server (embedded PostgreSQL when CHINWAG_DATABASE_URL is unset)
 	$(VENV)/bin/chinwag serve $(ARGS)
 
-test: install  ## the whole suite (the real tier builds llama-server into ~/.cache/chinwag once: ~9 min on 2 cores)
+test: install browser  ## the whole suite (the real tier builds llama-server into ~/.cache/chinwag once: ~9 min on 2 cores)
 	$(VENV)/bin/pytest $(ARGS)
 
-test-fast: install  ## the suite without the real model server tier
+test-fast: install browser  ## the suite without the real model server tier
 	$(VENV)/bin/pytest -m "not real" $(ARGS)
 
 test-real: install  ## only the real tier: a real llama.cpp server and a real small model
 	$(VENV)/bin/pytest -m real $(ARGS)
+
+# The browser tests drive Debian's Chromium at /usr/bin/chromium (never a browser download of Playwright's own).
+# Installed here when missing, if apt-get is there and we are root; otherwise those tests skip, or fail under
+# CHINWAG_REQUIRE_SERVICES=1, saying why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium for the browser tests (apt-get)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+			|| echo "chromium could not be installed: the browser tests will say so"; \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -22,7 +22,7 @@ from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.body_limit import BodyLimitMiddleware
 from chinwag.middleware.client_address import ClientAddressMiddleware, TrustedProxies, parse_networks
 from chinwag.middleware.request_id import RequestIdMiddleware
-from chinwag.routes import auth, files, health, messages, search, sessions
+from chinwag.routes import auth, files, health, messages, search, sessions, web
 from chinwag.routes import chat as chat_routes
 from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="chinwag", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.web_assets = web.WebAssets()
     install_error_handlers(app)
     # Innermost of the middleware (the body limit inside it reads who the caller is): a 503 either may answer still
     # passes through CORS and request ids.
@@ -113,4 +114,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(context_routes.router, prefix="/api/v1")
     app.include_router(search.router, prefix="/api/v1")
     app.include_router(config_routes.router, prefix="/api/v1")
+    # Last: the client's pages and assets never shadow the API, the socket, health or the OpenAPI pages.
+    app.include_router(web.router)
     return app
