@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHECKPOINT_EVERY_S = 1.0
+PARAGRAPH_BREAK = "\n\n"
 OUTPUT_MARGIN_TOKENS = 16
 """Kept free besides the answer: offline counts differ a little from the provider's."""
 INTERRUPTED_TOOL_OUTPUT = "interrupted"
@@ -399,6 +400,10 @@ class ChatRun:
             if mapped is None:
                 continue
             if isinstance(mapped, str):
+                if state.turn_start and state.turn_start == len(state.parts) and state.parts:
+                    # A new model response after tool calls: its text starts a new paragraph, in the stream and the
+                    # history alike, rather than running into the text before the calls.
+                    mapped = PARAGRAPH_BREAK + mapped
                 state.parts.append(mapped)
                 await self._emit_text(mapped)
                 now = time.monotonic()

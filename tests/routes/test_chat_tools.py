@@ -64,7 +64,8 @@ async def test_a_tool_call_is_announced_once_answered_and_kept_in_the_history(ch
 
     history = await chat.history()
     assert [m["role"] for m in history] == ["user", "assistant", "tool"]
-    assert history[1]["content"] == text_of(frames) == "Let me echo that.It said hello tools."
+    # The answer after the tool call starts a new paragraph.
+    assert history[1]["content"] == text_of(frames) == "Let me echo that.\n\nIt said hello tools."
     tool = history[2]
     assert tool["tool"] == {
         "call_id": start["call_id"],
