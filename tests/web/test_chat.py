@@ -82,7 +82,10 @@ async def test_a_tool_call_shows_as_a_card_with_its_output(
     await send(page, "echo something")
     card = page.get_by_role("group", name="echo")
     await expect(card).to_be_visible()
-    await expect(body(articles(page, "assistant").last)).to_have_text("Let me echo that.It said hello tools.")
+    # Two paragraphs: the answer after the tool call starts a new one.
+    await expect(body(articles(page, "assistant").last).locator("p")).to_have_text(
+        ["Let me echo that.", "It said hello tools."]
+    )
     await expect(card).to_contain_text("ok")
     await expect(card).to_contain_text("testtools")  # the MCP server's name
     await card.locator("summary").click()
