@@ -89,3 +89,13 @@ def test_configured_secret_wins(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path, secret_key="s" * 40)
     assert load_or_create_secret(settings) == "s" * 40
     assert not (tmp_path / "secret_key").exists()
+
+
+def test_the_run_lease_must_outlast_two_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHINWAG_RUN_HEARTBEAT_S", "5")
+    monkeypatch.setenv("CHINWAG_RUN_STALE_S", "6")
+    with pytest.raises(SettingsError, match="CHINWAG_RUN_STALE_S"):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("CHINWAG_RUN_STALE_S", "11")
+    settings = load_settings(_env_file=None)
+    assert (settings.run_heartbeat_s, settings.run_stale_s, settings.run_sweep_s) == (5.0, 11.0, 2.0)
