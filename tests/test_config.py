@@ -103,3 +103,13 @@ def test_a_short_secret_key_is_a_clear_start_up_error(tmp_path: Path) -> None:
 def test_the_generated_secret_is_long_enough(tmp_path: Path) -> None:
     secret = load_or_create_secret(Settings(_env_file=None, data_dir=tmp_path))
     assert load_settings(_env_file=None, secret_key=secret).secret_key is not None
+
+
+def test_the_run_lease_must_outlast_two_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHINWAG_RUN_HEARTBEAT_S", "5")
+    monkeypatch.setenv("CHINWAG_RUN_STALE_S", "6")
+    with pytest.raises(SettingsError, match="CHINWAG_RUN_STALE_S"):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("CHINWAG_RUN_STALE_S", "11")
+    settings = load_settings(_env_file=None)
+    assert (settings.run_heartbeat_s, settings.run_stale_s, settings.run_sweep_s) == (5.0, 11.0, 2.0)

@@ -326,7 +326,7 @@ class ChatService:
         alive = await runs_db.heartbeat_alive(self.deps.pool, owner=self.instance_id, run_ids=live)
         for run_id in live:
             entry = self.live.get(run_id)
-            if run_id not in alive and entry is not None:
+            if run_id not in alive and entry is not None and not entry.run.ending:
                 logger.warning("run %s was ended by another process: stopping it", run_id)
                 entry.run.abandon()
         return len(alive)

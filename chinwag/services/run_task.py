@@ -162,6 +162,8 @@ class ChatRun:
         """The output cap sent with each model request of this run."""
         self._store_down = False
         self.abandoned = False
+        self.ending = False
+        """`_finish` has begun: the run records its own end (its row may already say so)."""
         """The database failed past the retries in this run: the writes left are tried once each."""
 
     # --- wiring
@@ -486,6 +488,7 @@ class ChatRun:
         away, the rest are tried once); whatever the database does not take, the run still ends: `error` and
         `assistant_end` (`error`) go out, and the end waits in `deps.pending` until the database takes it, so no
         row stays `streaming` and the slot is freed."""
+        self.ending = True
         if self.abandoned:
             logger.warning("run %s: ended elsewhere; nothing more is written or sent", self.run_id)
             return
