@@ -136,7 +136,7 @@ async def test_a_model_error_that_is_not_retryable_shows_without_retry(web: Web,
     web.fake.script(fail(400, message="the model refused"))
     await send(page, "please fail")
     alert = page.get_by_role("alert")
-    await expect(alert).to_contain_text("The model provider answered 400.")
+    await expect(alert).to_contain_text("The model provider answered 400: the model refused")
     await expect(articles(page, "assistant").last).to_contain_text("Failed")
     await expect(alert.get_by_role("button", name="Retry")).to_have_count(0)
     await alert.get_by_role("button", name="Dismiss error").click()
