@@ -240,8 +240,12 @@ async def test_a_recheck_request_reaches_each_socket_of_the_session_and_no_clien
         connected(manager, "s1", b) as cb,
         connected(manager, "s2", other) as co,
     ):
+
+        def counter(name: str) -> Callable[[], None]:
+            return lambda: rechecks.update([name])
+
         for name, conn in (("a", ca), ("b", cb), ("other", co)):
-            conn.on_recheck(lambda name=name: rechecks.update([name]))
+            conn.on_recheck(counter(name))
         await bus.publish(Envelope(session_id="s1", frame=RECHECK_CREDENTIALS))
         await bus.publish(Envelope(session_id="s1", frame='{"type":"pong"}'))
         await settle()
