@@ -46,7 +46,7 @@ def decode_cursor(cursor: str) -> tuple[str, uuid.UUID]:
     """Parse a cursor given back by a client; anything we did not make is a 400."""
     try:
         email, hex_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(email, str) or not isinstance(hex_id, str):
+        if not isinstance(email, str) or not isinstance(hex_id, str) or "\x00" in email:
             raise ValueError(cursor)
         return email, uuid.UUID(hex=hex_id)
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
@@ -75,6 +75,8 @@ class AdminService:
     async def list_users(self, *, limit: int = 50, cursor: str | None = None, q: str | None = None) -> AdminUserPage:
         """Users by email; `q` keeps those whose email starts with it (case-insensitively)."""
         after = decode_cursor(cursor) if cursor is not None else None
+        if q is not None and "\x00" in q:
+            raise BadRequest("q must not contain NUL characters")
         prefix = q.strip().lower() if q else None
         items = await db.list_admin_users(self._pool, limit=limit + 1, after=after, email_prefix=prefix or None)
         next_cursor = None

@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from chinwag.services.admin_service import encode_cursor
 from tests.conftest import TEST_PASSWORD, RunningServer, ServerFactory, TestUser, UserFactory
 
 
@@ -114,8 +115,10 @@ async def test_list_pages_by_email_with_a_prefix_filter_and_shows_usage(
         }  # fmt: skip
         for bad in ({"limit": 0}, {"limit": 101}, {"q": "x" * 300}):
             assert (await c.get("/admin/users", params=bad)).status_code == 422
-        bad_cursor = await c.get("/admin/users", params={"cursor": "not-ours"})
-        assert (bad_cursor.status_code, bad_cursor.json()["code"]) == (400, "bad_request")
+        nul_cursor = encode_cursor("a\x00b@example.com", str(uuid.uuid4()))
+        for bad in ({"cursor": "not-ours"}, {"cursor": nul_cursor}, {"q": "page\x00"}):
+            answer = await c.get("/admin/users", params=bad)
+            assert (answer.status_code, answer.json()["code"]) == (400, "bad_request"), answer.text
 
 
 async def test_an_admin_creates_users_even_with_registration_closed(
