@@ -7,8 +7,8 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import typer
 
@@ -17,6 +17,9 @@ from chinwag.logging import configure_logging
 
 if TYPE_CHECKING:
     from chinwag.schemas.users import RegisterRequest, User
+    from chinwag.services.admin_service import AdminService
+
+T = TypeVar("T")
 
 app = typer.Typer(help="chinwag: a self-hosted, multi-user chat server for LLM agents.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
@@ -158,15 +161,11 @@ def user_create(
 
     configure_logging()
     settings = _settings()
-    if password_stdin:
-        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password_stdin)
     try:
         body = RegisterRequest(email=email, password=password, display_name=display_name)
     except ValidationError as exc:
-        problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
-        raise _fail("; ".join(problems)) from None
+        raise _fail(_problems(exc)) from None
     try:
         with _database(settings) as dsn:
             user = asyncio.run(_create_user(dsn, body, admin=admin, settings=settings))
@@ -190,6 +189,157 @@ async def _create_user(dsn: str, body: RegisterRequest, *, admin: bool, settings
             display_name=body.display_name,
             admin=admin,
         )
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+def _problems(exc: Any) -> str:
+    """A pydantic `ValidationError` as one line: `field: what is wrong; ...`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+
+
+def _with_admin(work: Callable[[AdminService], Awaitable[T]]) -> T:
+    """Run `work` with the same service the admin API uses, on the configured database (migrated first). A
+    domain error (no such user, the last admin) or an unreachable database is one line on stderr and exit 1."""
+    import asyncpg
+
+    from chinwag.errors import ChinwagError
+
+    configure_logging()
+    settings = _settings()
+
+    async def run(dsn: str) -> T:
+        from chinwag.db.pool import open_pool
+        from chinwag.services.admin_service import AdminService
+        from chinwag.services.auth_service import PasswordHashing
+        from chinwag.services.file_service import FileStore
+
+        async with open_pool(dsn, size=2) as pool:
+            admin = AdminService(
+                pool=pool, passwords=PasswordHashing.from_settings(settings), files=FileStore.from_settings(settings)
+            )
+            return await work(admin)
+
+    try:
+        with _database(settings) as dsn:
+            return asyncio.run(run(dsn))
+    except ChinwagError as exc:
+        raise _fail(exc.detail) from None
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise _fail(f"cannot reach the database: {exc}") from None
+
+
+EmailArgument = typer.Argument(..., help="The user's email address.")
+
+
+@user_app.command("list")
+def user_list(
+    prefix: str | None = typer.Option(None, "--email-prefix", help="Only users whose email starts with this."),
+) -> None:
+    """List users: email, role, state, last login, sessions, tokens used."""
+
+    async def work(admin: AdminService) -> list[str]:
+        lines = []
+        cursor = None
+        while True:
+            page = await admin.list_users(limit=100, cursor=cursor, q=prefix)
+            for u in page.items:
+                last = u.last_login_at.isoformat(timespec="seconds") if u.last_login_at else "never"
+                state = "disabled" if u.disabled else "active"
+                tokens = u.usage.input_tokens + u.usage.output_tokens
+                lines.append(
+                    f"{u.email}\t{u.role}\t{state}\tlast login {last}\t{u.session_count} session(s)\t"
+                    f"{tokens} token(s)\t{u.id}"
+                )
+            cursor = page.next_cursor
+            if cursor is None:
+                return lines
+
+    lines = _with_admin(work)
+    for line in lines:
+        typer.echo(line)
+    if not lines:
+        typer.echo("no users", err=True)
+
+
+@user_app.command("set-role")
+def user_set_role(
+    email: str = EmailArgument,
+    role: str = typer.Argument(..., help="admin or user.", metavar="ROLE"),
+) -> None:
+    """Make a user an administrator or a plain user (the last active admin stays one)."""
+    if role not in ("admin", "user"):
+        raise _fail(f"role must be admin or user, not {role!r}")
+    new_role: Literal["admin", "user"] = "admin" if role == "admin" else "user"
+
+    async def work(admin: AdminService) -> str:
+        return (await admin.update_user(user_id=await admin.id_of(email), role=new_role)).email
+
+    typer.echo(f"{_with_admin(work)} is now {new_role}")
+
+
+@user_app.command("disable")
+def user_disable(email: str = EmailArgument) -> None:
+    """Disable a user: they cannot sign in, and their tokens and API keys stop working."""
+
+    async def work(admin: AdminService) -> str:
+        return (await admin.update_user(user_id=await admin.id_of(email), disabled=True)).email
+
+    typer.echo(f"disabled {_with_admin(work)}")
+
+
+@user_app.command("enable")
+def user_enable(email: str = EmailArgument) -> None:
+    """Enable a disabled user again: they can sign in."""
+
+    async def work(admin: AdminService) -> str:
+        return (await admin.update_user(user_id=await admin.id_of(email), disabled=False)).email
+
+    typer.echo(f"enabled {_with_admin(work)}")
+
+
+@user_app.command("delete")
+def user_delete(
+    email: str = EmailArgument,
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a user with all their sessions, messages and files."""
+    if not yes and not typer.confirm(f"Delete {email} and everything of theirs?"):
+        raise _fail("nothing deleted")
+
+    async def work(admin: AdminService) -> str:
+        user_id = await admin.id_of(email)
+        await admin.delete_user(user_id=user_id)
+        return user_id
+
+    typer.echo(f"deleted {email.strip().lower()} (id {_with_admin(work)})")
+
+
+@user_app.command("set-password")
+def user_set_password(
+    email: str = EmailArgument,
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+) -> None:
+    """Set a user's password; every sign-in of theirs ends."""
+    from pydantic import ValidationError
+
+    from chinwag.schemas.users import AdminUserUpdate
+
+    try:
+        checked = AdminUserUpdate(password=_read_password(password_stdin)).password
+    except ValidationError as exc:
+        raise _fail(_problems(exc)) from None
+    assert checked is not None
+
+    async def work(admin: AdminService) -> str:
+        return (await admin.update_user(user_id=await admin.id_of(email), password=checked)).email
+
+    typer.echo(f"password set for {_with_admin(work)}")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -10,11 +10,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from chinwag.config import Settings
-from chinwag.errors import InvalidToken, Unauthorized
+from chinwag.errors import AccountDisabled, Forbidden, InvalidToken, Unauthorized
 from chinwag.llm.catalog import ModelCatalog
 from chinwag.llm.provider import LlmClients
 from chinwag.mcp import McpPool
 from chinwag.schemas.users import User
+from chinwag.services.admin_service import AdminService
 from chinwag.services.auth_service import AuthService
 from chinwag.services.chat_service import ChatService
 from chinwag.services.file_service import FileService, FileStore
@@ -56,12 +57,37 @@ async def get_current_user(
     headers = {"WWW-Authenticate": "Bearer"}
     error: str | None = state.get("auth_error")
     if error:
+        if state.get("auth_error_code") == AccountDisabled.code:
+            raise AccountDisabled(error, headers=headers)
         raise InvalidToken(error, headers=headers)
     raise Unauthorized("Authentication is required: send Authorization: Bearer <token>.", headers=headers)
 
 
 Auth = Annotated[AuthService, Depends(get_auth_service)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_admin_user(user: CurrentUser) -> User:
+    """The caller, who must be an administrator: 403 `forbidden` for anyone else."""
+    if user.role != "admin":
+        raise Forbidden("Only administrators may do this.")
+    return user
+
+
+AdminCaller = Annotated[User, Depends(get_admin_user)]
+
+
+def get_admin_service(conn: HTTPConnection) -> AdminService:
+    state = conn.app.state
+    return AdminService(
+        pool=state.pool,
+        passwords=state.auth.passwords,
+        files=FileStore.from_settings(state.settings),
+        bus=state.chat.deps.bus,
+    )
+
+
+Admin = Annotated[AdminService, Depends(get_admin_service)]
 
 
 async def get_session_service(conn: HTTPConnection) -> SessionService:

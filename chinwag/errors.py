@@ -60,6 +60,12 @@ class InvalidToken(Unauthorized):
     code = "invalid_token"
 
 
+class AccountDisabled(InvalidToken):
+    """This account is disabled: ask an administrator."""
+
+    code = "account_disabled"
+
+
 class Forbidden(ChinwagError):
     """Not allowed."""
 
@@ -165,7 +171,7 @@ class ErrorBody(BaseModel):
 
 _DESCRIPTIONS = {
     400: "Bad request",
-    401: "No valid credential (`unauthorized`, `invalid_token`, `invalid_credentials`)",
+    401: "No valid credential (`unauthorized`, `invalid_token`, `invalid_credentials`, `account_disabled`)",
     403: "Not allowed (`forbidden`, `registration_closed`)",
     404: "Not found, or another user's",
     409: "Conflict (`conflict`, `busy`)",

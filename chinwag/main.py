@@ -22,7 +22,7 @@ from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.body_limit import BodyLimitMiddleware
 from chinwag.middleware.client_address import ClientAddressMiddleware, TrustedProxies, parse_networks
 from chinwag.middleware.request_id import RequestIdMiddleware
-from chinwag.routes import auth, files, health, messages, search, sessions, web
+from chinwag.routes import admin, auth, files, health, messages, search, sessions, web
 from chinwag.routes import chat as chat_routes
 from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
@@ -109,6 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(messages.router, prefix="/api/v1")
     app.include_router(chat_routes.router)
     app.include_router(auth.router, prefix="/api/v1")
+    app.include_router(admin.router, prefix="/api/v1")
     app.include_router(sessions.router, prefix="/api/v1")
     app.include_router(files.router, prefix="/api/v1")
     app.include_router(context_routes.router, prefix="/api/v1")

@@ -82,6 +82,7 @@ class AuthMiddleware:
                     state["user"] = await auth.authenticate(token)
                 except InvalidToken as exc:
                     state["auth_error"] = exc.detail
+                    state["auth_error_code"] = exc.code
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                     logger.warning("cannot check a bearer token: the database is unavailable", exc_info=True)
                     if scope["type"] == "http":

@@ -12,6 +12,8 @@ from chinwag.schemas.users import (
     ApiKeyList,
     LoginRequest,
     LogoutRequest,
+    MeUpdate,
+    PasswordChange,
     RefreshRequest,
     RegisterRequest,
     Tokens,
@@ -52,6 +54,19 @@ async def logout(body: LogoutRequest, auth: Auth) -> Response:
 async def me(user: CurrentUser) -> User:
     """The signed-in user."""
     return user
+
+
+@router.patch("/me")
+async def update_me(body: MeUpdate, auth: Auth, user: CurrentUser) -> User:
+    """Change the signed-in user's display name."""
+    return await auth.update_me(user=user, display_name=body.display_name)
+
+
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
+async def change_password(body: PasswordChange, auth: Auth, user: CurrentUser) -> Response:
+    """Change the password; every sign-in of the user ends (access tokens run out on their own)."""
+    await auth.change_password(user=user, current_password=body.current_password, new_password=body.new_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/api-keys", status_code=status.HTTP_201_CREATED)

@@ -196,9 +196,14 @@ async def _serve(
             conn.close()
             checker.cancel()
 
+    recheck_now = asyncio.Event()
+
     async def check_loop() -> None:
         while not conn.closed:
-            await asyncio.sleep(chat.settings.ws_auth_recheck_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(chat.settings.ws_auth_recheck_s):
+                    await recheck_now.wait()
+            recheck_now.clear()
             if not await credential.still_valid():
                 conn.close()
                 sender.cancel()
@@ -217,6 +222,7 @@ async def _serve(
         receiver = tg.create_task(receive_loop())
         checker = tg.create_task(check_loop())
         conn.on_kick(kick)
+        conn.on_recheck(recheck_now.set)
 
 
 async def _handle(

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from chinwag.schemas.sessions import TokenUsage
+
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 MAX_EMAIL = 254
@@ -70,6 +72,20 @@ class User(BaseModel):
     created_at: datetime
 
 
+class AdminUser(User):
+    """A user as administrators see them: with their state and what they use."""
+
+    disabled: bool
+    last_login_at: datetime | None
+    session_count: int
+    usage: TokenUsage
+
+
+class AdminUserPage(BaseModel):
+    items: list[AdminUser]
+    next_cursor: str | None
+
+
 class Tokens(BaseModel):
     """What a login or refresh returns. `expires_in` is the access token's lifetime in seconds."""
 
@@ -98,6 +114,29 @@ class RefreshRequest(_Request):
 
 class LogoutRequest(_Request):
     refresh_token: Secret
+
+
+class MeUpdate(_Request):
+    display_name: DisplayName
+
+
+class PasswordChange(_Request):
+    # The current one only bounded: it may be shorter than today's minimum.
+    current_password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD), AfterValidator(_storable)]
+    new_password: Password
+
+
+class AdminUserCreate(_Request):
+    email: Email
+    password: Password
+    display_name: DisplayName | None = None
+    role: Literal["admin", "user"] = "user"
+
+
+class AdminUserUpdate(_Request):
+    role: Literal["admin", "user"] | None = None
+    disabled: bool | None = None
+    password: Password | None = None
 
 
 class ApiKeyCreate(_Request):

@@ -26,7 +26,15 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from chinwag.config import Settings
 from chinwag.db import users as db
-from chinwag.errors import Conflict, InvalidCredentials, InvalidToken, NotFound, RateLimited, RegistrationClosed
+from chinwag.errors import (
+    AccountDisabled,
+    Conflict,
+    InvalidCredentials,
+    InvalidToken,
+    NotFound,
+    RateLimited,
+    RegistrationClosed,
+)
 from chinwag.schemas.users import ApiKey, ApiKeyCreated, Tokens, User
 from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
 
@@ -152,6 +160,10 @@ class AuthService:
         self._limiter = limiter
         self._passwords = passwords or PasswordHashing.from_settings(settings)
 
+    @property
+    def passwords(self) -> PasswordHashing:
+        return self._passwords
+
     # --- accounts ---
 
     async def register(self, *, email: str, password: str, display_name: str | None, client: str | None = None) -> User:
@@ -227,9 +239,13 @@ class AuthService:
             raise InvalidCredentials("Wrong email or password.")
         if address_key is not None:
             await self._limiter.release(address_key)
-        user, password_hash = found
+        account, password_hash = found
+        if account.disabled:  # said only to whoever knows the password
+            raise AccountDisabled()
+        user = account.user
         if self._passwords.needs_rehash(password_hash):
             await db.set_password_hash(self._pool, uuid.UUID(user.id), await self._passwords.hash(password))
+        await db.set_last_login(self._pool, uuid.UUID(user.id))
         return await self._issue(user)
 
     async def refresh(self, *, refresh_token: str) -> Tokens:
@@ -248,7 +264,14 @@ class AuthService:
             return None
         await db.lock_family(conn, found.family_id)
         found = await db.find_refresh_token(conn, token_hash)  # again, now that nothing else moves the family
-        if found is None or found.revoked:
+        if found is None:
+            return None
+        account = await db.get_account(conn, found.user_id)
+        if account is None:
+            return None
+        if account.disabled:  # before the token's own state: disabling revoked it, and this says why
+            raise AccountDisabled()
+        if found.revoked:
             return None
         if found.used:
             # Returning normally commits the revocation; only then does the caller refuse the token.
@@ -257,9 +280,7 @@ class AuthService:
             return None
         if found.expired:
             return None
-        user = await db.get_user(conn, found.user_id)
-        if user is None:
-            return None
+        user = account.user
         await db.mark_used(conn, token_hash)
         return user, await self._new_refresh_token(conn, user=user, family_id=found.family_id)
 
@@ -311,10 +332,12 @@ class AuthService:
     async def authenticate(self, token: str) -> User:
         """The user a bearer token (access token or API key) stands for; `InvalidToken` otherwise."""
         if token.startswith(API_KEY_PREFIX):
-            user = await db.user_by_api_key(self._pool, sha256(token))
-            if user is None:
+            account = await db.user_by_api_key(self._pool, sha256(token))
+            if account is None:
                 raise InvalidToken("The API key is invalid or was deleted.")
-            return user
+            if account.disabled:
+                raise AccountDisabled()
+            return account.user
         try:
             claims = jwt.decode(
                 token,
@@ -329,10 +352,37 @@ class AuthService:
         user_id = _parse_uuid(claims.get("sub"))
         if claims.get("typ") != "access" or user_id is None:
             raise InvalidToken("The access token is invalid.")
-        user = await db.get_user(self._pool, user_id)
-        if user is None:
+        found = await db.get_account(self._pool, user_id)
+        if found is None:
             raise InvalidToken("The access token's user no longer exists.")
-        return user
+        if found.disabled:
+            raise AccountDisabled()
+        return found.user
+
+    # --- the signed-in user's own account ---
+
+    async def update_me(self, *, user: User, display_name: str) -> User:
+        updated = await db.set_display_name(self._pool, uuid.UUID(user.id), display_name)
+        if updated is None:
+            raise InvalidToken("The access token's user no longer exists.")
+        return updated
+
+    async def change_password(self, *, user: User, current_password: str, new_password: str) -> None:
+        """Check the current password, set the new one, and end every sign-in of the user (each refresh family);
+        access tokens already issued keep working until they expire. Wrong guesses count against the account's
+        login limit, so this is no way around it."""
+        user_id = uuid.UUID(user.id)
+        ok = await self._passwords.verify(await db.get_password_hash(self._pool, user_id), current_password)
+        if not ok:
+            failures = await self._limiter.record(f"login:account:{user.email}", window_s=LOGIN_WINDOW_S)
+            if failures > self._settings.login_attempts_per_minute:
+                raise RateLimited("Too many wrong passwords: try again later.", retry_after=int(LOGIN_WINDOW_S))
+            raise InvalidCredentials("The current password is wrong.")
+        password_hash = await self._passwords.hash(new_password)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await db.set_password_hash(conn, user_id, password_hash)
+            await db.revoke_user_refresh_tokens(conn, user_id)
+        logger.info("user %s changed their password; their refresh tokens are revoked", user.id)
 
     # --- API keys ---
 

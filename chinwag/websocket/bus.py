@@ -26,6 +26,10 @@ class Envelope:
     seq: int = 0
 
 
+# Not a frame for clients: tells each socket of the session to check its credential again now (an account was
+# disabled, say), rather than at its next periodic check. `Connection.deliver` never sends it on.
+RECHECK_CREDENTIALS = "recheck-credentials"
+
 EventHandler = Callable[[Envelope], None]
 InterruptHandler = Callable[[str], None]
 Unsubscribe = Callable[[], Awaitable[None]]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chinwag.websocket.bus import Bus, Envelope, Unsubscribe
+from chinwag.websocket.bus import RECHECK_CREDENTIALS, Bus, Envelope, Unsubscribe
 from chinwag.websocket.runs import RunBuffers
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class Connection:
         self._room.set()
         self._runs: dict[str, _Follow] = {}
         self._on_kick: Callable[[], None] | None = None
+        self._on_recheck: Callable[[], None] | None = None
 
     # --- sending ---
 
@@ -91,6 +92,10 @@ class Connection:
             self._room.clear()
             await self._room.wait()
         self.send(frame)
+
+    def on_recheck(self, callback: Callable[[], None]) -> None:
+        """`callback` runs when the bus asks every socket of the session to check its credential again."""
+        self._on_recheck = callback
 
     def on_kick(self, callback: Callable[[], None]) -> None:
         """`callback` runs when the socket is dropped for being too slow (the route cancels its handler)."""
@@ -133,6 +138,10 @@ class Connection:
     def deliver(self, envelope: Envelope) -> None:
         """A frame from the bus: session frames go out as they are; run frames follow the rules above."""
         if envelope.run_id is None:
+            if envelope.frame == RECHECK_CREDENTIALS:
+                if self._on_recheck is not None:
+                    self._on_recheck()
+                return
             self.send(envelope.frame)
             return
         follow = self._runs.get(envelope.run_id)

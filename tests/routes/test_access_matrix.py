@@ -1,9 +1,10 @@
 """Who may call what: every route of the app and the chat socket, for the owner of a resource, another user, an
-admin, no token, an expired token and a deleted API key.
+admin, no token, an expired token, a deleted API key and a disabled user's token.
 
 The rows come from the app's own route table: a route added without a row here fails the test, so no route can
 be left out of the matrix. Another user's resource answers 404 (as if it did not exist), never 403; a missing,
-expired or revoked credential answers 401 (4401 on the socket; another user's session closes it with 4404).
+expired or revoked credential, or a disabled account's, answers 401 (4401 on the socket; another user's session
+closes it with 4404). Admin routes answer 403 to every signed-in user who is not an admin.
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ import websockets
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import RunningServer, TestUser, UserFactory
+from tests.conftest import TEST_PASSWORD, RunningServer, TestUser, UserFactory
 
 SECRET = "test-secret-" + "x" * 40  # what settings_factory gives every test server
-IDENTITIES = ("other", "admin", "none", "expired", "revoked", "owner")  # the owner last: it may delete the resource
+# The owner last: it may delete the resource.
+IDENTITIES = ("other", "admin", "none", "expired", "revoked", "disabled", "owner")
+NO_CREDENTIAL = ("none", "expired", "revoked", "disabled")
 
 
 @dataclass
 class Row:
     """How to call a route and what each identity gets. `kind`: `public` (the same `status` for everyone),
-    `mine` (a user's own collection: every signed-in user gets `status`, no valid credential 401) or `resource`
-    (the owner gets `status`, other users 404, no valid credential 401)."""
+    `mine` (a user's own collection: every signed-in user gets `status`, no valid credential 401), `resource`
+    (the owner gets `status`, other users 404, no valid credential 401) or `admin` (the admin gets `status`, other
+    users 403, no valid credential 401)."""
 
     kind: str
     status: int
@@ -58,6 +62,15 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/auth/refresh"): Row("public", 401, json={"refresh_token": "cwr_not-a-real-one"}),
     ("POST", "/api/v1/auth/logout"): Row("public", 204, json={"refresh_token": "cwr_not-a-real-one"}),
     ("GET", "/api/v1/auth/me"): Row("mine", 200),
+    ("PATCH", "/api/v1/auth/me"): Row("mine", 200, json={"display_name": "Matrix"}),
+    # Every test user has the same password: the change keeps it, and revokes only refresh tokens.
+    ("POST", "/api/v1/auth/password"): Row(
+        "mine", 204, json={"current_password": TEST_PASSWORD, "new_password": TEST_PASSWORD}
+    ),
+    ("GET", "/api/v1/admin/users"): Row("admin", 200),
+    ("POST", "/api/v1/admin/users"): Row("admin", 201, json=fresh_email),
+    ("PATCH", "/api/v1/admin/users/{user_id}"): Row("admin", 200, json={"role": "user"}),
+    ("DELETE", "/api/v1/admin/users/{user_id}"): Row("admin", 204),
     ("POST", "/api/v1/auth/api-keys"): Row("mine", 201, json={"name": "matrix"}),
     ("GET", "/api/v1/auth/api-keys"): Row("mine", 200),
     ("DELETE", "/api/v1/auth/api-keys/{key_id}"): Row("resource", 204),
@@ -76,8 +89,7 @@ ROWS: dict[tuple[str, str], Row] = {
     ("DELETE", "/api/v1/sessions/{session_id}/files/{file_id}"): Row("resource", 204),
 }
 SOCKETS = {
-    "/ws/chat/{session_id}": {"owner": "ready", "other": 4404, "admin": 4404}
-    | dict.fromkeys(("none", "expired", "revoked"), 4401)
+    "/ws/chat/{session_id}": {"owner": "ready", "other": 4404, "admin": 4404} | dict.fromkeys(NO_CREDENTIAL, 4401)
 }
 
 
@@ -95,8 +107,10 @@ def route_table(server: RunningServer) -> tuple[set[tuple[str, str]], set[str]]:
 def expected(row: Row, identity: str) -> int:
     if row.kind == "public":
         return row.status
-    if identity in ("none", "expired", "revoked"):
+    if identity in NO_CREDENTIAL:
         return 401
+    if row.kind == "admin":
+        return row.status if identity == "admin" else 403
     if row.kind == "mine" or identity == "owner":
         return row.status
     return 404
@@ -105,9 +119,10 @@ def expected(row: Row, identity: str) -> int:
 class Resources:
     """The owner's resources, made fresh for each row (a row's owner call may delete them)."""
 
-    def __init__(self, client: httpx.AsyncClient, owner: TestUser) -> None:
+    def __init__(self, client: httpx.AsyncClient, owner: TestUser, admin: TestUser) -> None:
         self.client = client
         self.owner = owner
+        self.admin = admin
 
     async def make(self) -> dict[str, str]:
         headers = self.owner.headers
@@ -116,13 +131,22 @@ class Resources:
             f"/api/v1/sessions/{session_id}/files", files={"file": ("a.txt", b"hello", "text/plain")}, headers=headers
         )
         key = await self.client.post("/api/v1/auth/api-keys", json={"name": "victim"}, headers=headers)
-        return {"session_id": session_id, "file_id": upload.json()["id"], "key_id": key.json()["id"]}
+        target = await self.client.post("/api/v1/admin/users", json=fresh_email(), headers=self.admin.headers)
+        return {
+            "session_id": session_id,
+            "file_id": upload.json()["id"],
+            "key_id": key.json()["id"],
+            "user_id": target.json()["id"],
+        }
 
 
 @pytest.fixture
 async def identities(server: RunningServer, user_factory: UserFactory) -> dict[str, Any]:
     owner, other = await user_factory(server), await user_factory(server)
     admin = await user_factory(server, admin=True)
+    disabled = await user_factory(server)
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=admin.headers) as c:
+        assert (await c.patch(f"/admin/users/{disabled.id}", json={"disabled": True})).status_code == 200
     now = int(time.time())
     expired = jwt.encode(
         {"sub": owner.id, "typ": "access", "iat": now - 3600, "exp": now - 60}, SECRET, algorithm="HS256"
@@ -137,8 +161,9 @@ async def identities(server: RunningServer, user_factory: UserFactory) -> dict[s
         "none": None,
         "expired": expired,
         "revoked": created["key"],
+        "disabled": disabled.access_token,
     }
-    return {"owner": owner, "tokens": tokens}
+    return {"owner": owner, "admin": admin, "tokens": tokens}
 
 
 async def call(
@@ -170,7 +195,7 @@ async def test_every_route_has_a_row_and_every_cell_holds(server: RunningServer,
     tokens: dict[str, str | None] = identities["tokens"]
     failures: list[str] = []
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-        resources = Resources(client, owner)
+        resources = Resources(client, owner, identities["admin"])
         for (method, template), row in sorted(ROWS.items()):
             ids = await resources.make()
             path = row.url or template.format(**ids)
@@ -183,6 +208,8 @@ async def test_every_route_has_a_row_and_every_cell_holds(server: RunningServer,
                     )
                 elif answer.status_code >= 400:
                     assert set(answer.json()) == {"detail", "code"}, answer.text
+                    if identity == "disabled" and row.kind != "public":
+                        assert answer.json()["code"] == "account_disabled", answer.text
         for template, cells in SOCKETS.items():
             ids = await resources.make()
             for identity, want in cells.items():

@@ -92,3 +92,47 @@ async def test_starting_a_run_checks_the_credential_first(
         assert await closed_with(sock) == 4401
     assert await db.fetchval("SELECT count(*) FROM messages") == 0
     assert await db.fetchval("SELECT count(*) FROM runs") == 0
+
+
+async def test_disabling_a_user_interrupts_their_run_and_closes_their_sockets_at_once(
+    fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory, db: asyncpg.Connection
+) -> None:
+    # The periodic re-check is a minute away: only the disable itself can close these sockets in time.
+    chat = await make_chat(fake, server_factory, user_factory, ws_auth_recheck_s=60)
+    admin = await user_factory(chat.running, admin=True)
+    _, key = await api_key(chat)
+    words = " ".join(f"w{i}" for i in range(400))
+    fake.script(say(words, delay=0.02))
+    async with connect(chat) as sock, connect(chat, token=key) as by_key:
+        await sock.send({"type": "message", "content": "talk for a long while"})
+        await sock.until("text_delta", timeout=30)
+        async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=admin.headers) as c:
+            answer = await c.patch(f"/admin/users/{chat.user.id}", json={"disabled": True})
+            assert answer.status_code == 200, answer.text
+        codes = []
+        for s in (sock, by_key):
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        await s.recv(timeout=30)
+                    except ConnectionClosed:
+                        codes.append(s.ws.close_code)
+                        break
+        assert codes == [4401, 4401]
+    session_id = uuid.UUID(chat.session_id)
+    async with asyncio.timeout(30):
+        while True:
+            row = await db.fetchrow(
+                "SELECT status, content FROM messages WHERE session_id = $1 AND role = 'assistant'", session_id
+            )
+            if row is not None and row["status"] != "streaming":
+                break
+            await asyncio.sleep(0.1)
+    assert row["status"] == "interrupted"
+    assert len(row["content"]) < len(words)
+    # A socket opened while disabled is refused too.
+    with pytest.raises(ConnectionClosed) as refused:
+        async with connect(chat):
+            pass
+    assert refused.value.rcvd is not None
+    assert refused.value.rcvd.code == 4401

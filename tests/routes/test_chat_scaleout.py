@@ -20,6 +20,7 @@ import psutil
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import REQUIRE_SERVICES, RunningServer, ServerFactory, TestUser, UserFactory, free_port
 from tests.fakes.openai_script import say
@@ -437,3 +438,33 @@ async def test_each_process_heartbeats_its_runs_and_sweeps_stale_ones_by_itself(
         assert await db.fetchval("SELECT status FROM runs WHERE id = $1", live_run) == "running"
         await on_b.send({"type": "interrupt"})
         assert (await on_b.until("assistant_end"))[-1]["finish_reason"] == "interrupted"
+
+
+async def test_disabling_a_user_on_a_ends_their_run_and_socket_on_b(
+    pair: Pair, fake: FakeOpenAI, user_factory: UserFactory, db: asyncpg.Connection
+) -> None:
+    # The servers re-check socket credentials only every minute: the disable on A must reach B through Redis.
+    admin = await user_factory(pair.a.running, admin=True)
+    fake.script(say(" ".join(f"w{i}" for i in range(400)), delay=0.02))
+    async with connect(pair.b) as on_b:
+        await on_b.send({"type": "message", "content": "go on"})
+        await on_b.until("text_delta", timeout=30)
+        async with httpx.AsyncClient(base_url=pair.a.base_url + "/api/v1", headers=admin.headers) as c:
+            answer = await c.patch(f"/admin/users/{pair.user.id}", json={"disabled": True})
+            assert answer.status_code == 200, answer.text
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    await on_b.recv(timeout=30)
+                except ConnectionClosed:
+                    break
+        assert on_b.ws.close_code == 4401
+    async with asyncio.timeout(30):
+        while True:
+            status = await db.fetchval(
+                "SELECT status FROM messages WHERE session_id = $1 AND role = 'assistant'", uuid.UUID(pair.session_id)
+            )
+            if status != "streaming":
+                break
+            await asyncio.sleep(0.1)
+    assert status == "interrupted"

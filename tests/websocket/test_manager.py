@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from chinwag.websocket.bus import Envelope, InProcessBus, Unsubscribe
+from chinwag.websocket.bus import RECHECK_CREDENTIALS, Envelope, InProcessBus, Unsubscribe
 from chinwag.websocket.manager import Connection, ConnectionManager, ResumeUnavailable
 from chinwag.websocket.runs import MemoryRunBuffers, RunChannel
 
@@ -228,3 +228,27 @@ async def test_joins_return_once_the_room_hears_events_and_the_last_leave_unsubs
     await joining
     assert bus.subscriber_count("s") == 0
     assert manager.room_size("s") == 0
+
+
+async def test_a_recheck_request_reaches_each_socket_of_the_session_and_no_client() -> None:
+    bus = InProcessBus()
+    manager = ConnectionManager(bus)
+    a, b, other = Sink(), Sink(), Sink()
+    rechecks: collections.Counter[str] = collections.Counter()
+    async with (
+        connected(manager, "s1", a) as ca,
+        connected(manager, "s1", b) as cb,
+        connected(manager, "s2", other) as co,
+    ):
+
+        def counter(name: str) -> Callable[[], None]:
+            return lambda: rechecks.update([name])
+
+        for name, conn in (("a", ca), ("b", cb), ("other", co)):
+            conn.on_recheck(counter(name))
+        await bus.publish(Envelope(session_id="s1", frame=RECHECK_CREDENTIALS))
+        await bus.publish(Envelope(session_id="s1", frame='{"type":"pong"}'))
+        await settle()
+    assert rechecks == {"a": 1, "b": 1}
+    assert a.frames == b.frames == ['{"type":"pong"}']
+    assert other.frames == []
