@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from tests.conftest import REQUIRE_SERVICES, ServerFactory, UserFactory
-from tests.fakes.openai_script import call, fail, say
+from tests.fakes.openai_script import Reply, call, fail, say
 from tests.fakes.openai_server import FakeOpenAI
 from tests.mcp.support import fake_stdio
 from tests.routes.chat_support import Chat, connect, new_session, text_of
@@ -85,10 +85,10 @@ async def test_a_model_that_stalls_mid_answer_ends_the_run_and_keeps_the_text(
     "first", [pytest.param(fail(500), id="500"), pytest.param(fail(429, retry_after=0.2), id="429")]
 )
 async def test_a_failure_before_anything_streamed_is_retried_and_the_run_succeeds(
-    fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory, first: object
+    fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory, first: Reply
 ) -> None:
     chat = await chat_on(server_factory, user_factory, openai_base_url=fake.base_url)
-    fake.script(first, say("Second time lucky."))  # type: ignore[arg-type]  # parametrize loses the type
+    fake.script(first, say("Second time lucky."))
     async with connect(chat) as sock:
         await sock.send({"type": "message", "content": "hi"})
         frames = await sock.until("assistant_end", timeout=30)
