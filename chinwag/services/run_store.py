@@ -114,27 +114,29 @@ class PendingEnds:
 
 
 async def _write(pool: asyncpg.Pool, end: UnrecordedEnd, *, counter: ItemCounter, content: bool = True) -> None:
-    if end.assistant_message_id is not None:
-        if content:
-            await messages_db.update_message(
-                pool,
-                message_id=end.assistant_message_id,
-                content=end.content,
-                status=end.status,
-                usage=end.usage,
-                finish_reason=end.finish_reason,
-            )
-        else:
-            await messages_db.set_status(pool, message_id=uuid.UUID(end.assistant_message_id), status=end.status)
-    await messages_db.end_streaming(pool, run_id=uuid.UUID(end.run_id), status=end.status)
-    await runs_db.finish(
-        pool,
-        run_id=end.run_id,
-        session_id=end.session_id,
-        status=end.run_status,
-        finish_reason=end.finish_reason,
-        assistant_message_id=end.assistant_message_id,
-    )
+    # One transaction: a reader never sees the answer ended while its run still holds the session's slot.
+    async with pool.acquire() as conn, conn.transaction():
+        if end.assistant_message_id is not None:
+            if content:
+                await messages_db.update_message(
+                    conn,
+                    message_id=end.assistant_message_id,
+                    content=end.content,
+                    status=end.status,
+                    usage=end.usage,
+                    finish_reason=end.finish_reason,
+                )
+            else:
+                await messages_db.set_status(conn, message_id=uuid.UUID(end.assistant_message_id), status=end.status)
+        await messages_db.end_streaming(conn, run_id=uuid.UUID(end.run_id), status=end.status)
+        await runs_db.finish(
+            conn,
+            run_id=end.run_id,
+            session_id=end.session_id,
+            status=end.run_status,
+            finish_reason=end.finish_reason,
+            assistant_message_id=end.assistant_message_id,
+        )
     # The model's context may hold a tool call whose output never came: close it (unless the session is gone).
     with contextlib.suppress(LookupError):
         await PostgresSession(pool, end.session_id, counter=counter).repair(output=INTERRUPTED_OUTPUT)
