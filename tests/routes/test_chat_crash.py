@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,13 +14,11 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import ServerFactory, TestUser, free_port
+from tests.conftest import ServerFactory, free_port
 from tests.fakes.openai_script import say
 from tests.fakes.openai_server import FakeOpenAI
 from tests.routes.chat_support import Chat, connect, text_of
-
-SECRET = "test-secret-" + "x" * 40  # the one server_factory uses, so tokens stay valid across the restart
-ROOT = Path(__file__).resolve().parents[2]
+from tests.routes.process_support import chinwag_serve, sign_up
 
 
 @pytest.fixture
@@ -31,55 +27,11 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
         yield server
 
 
-@contextlib.asynccontextmanager
-async def chinwag_process(
+def chinwag_process(
     *, database_dsn: str, base_url: str, data_dir: Path, port: int
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = {
-        **os.environ,
-        "CHINWAG_DATABASE_URL": database_dsn,
-        "OPENAI_BASE_URL": base_url,
-        "CHINWAG_SECRET_KEY": SECRET,
-        "CHINWAG_REGISTRATION": "open",
-        "CHINWAG_DATA_DIR": str(data_dir),
-        "PYTHONPATH": str(ROOT),
-    }
-    log = (data_dir / "server.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chinwag", "serve", "--port", str(port), env=env, stdout=log, stderr=log, cwd=ROOT
-    )
-    try:
-        async with httpx.AsyncClient() as c:
-            async with asyncio.timeout(60):
-                while True:
-                    if proc.returncode is not None:
-                        raise AssertionError((data_dir / "server.log").read_text())
-                    with contextlib.suppress(httpx.TransportError):
-                        if (await c.get(f"http://127.0.0.1:{port}/health/live")).status_code == 200:
-                            break
-                    await asyncio.sleep(0.1)
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        log.close()
-
-
-async def sign_up(url: str) -> TestUser:
-    email = f"crash-{uuid.uuid4().hex[:8]}@example.com"
-    password = "correct horse battery staple"
-    async with httpx.AsyncClient(base_url=url + "/api/v1", timeout=30) as c:
-        assert (await c.post("/auth/register", json={"email": email, "password": password})).status_code == 201
-        tokens = (await c.post("/auth/login", json={"email": email, "password": password})).json()
-    return TestUser(
-        id=tokens["user"]["id"],
-        email=email,
-        password=password,
-        access_token=tokens["access_token"],
-        refresh_token=tokens["refresh_token"],
-        headers={"Authorization": f"Bearer {tokens['access_token']}"},
-    )
+) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    env = {"CHINWAG_DATABASE_URL": database_dsn, "OPENAI_BASE_URL": base_url}
+    return chinwag_serve(port=port, data_dir=data_dir, env=env, ready="/health/live")
 
 
 async def test_sigkill_mid_run_leaves_the_answer_interrupted_after_restart(
@@ -92,7 +44,7 @@ async def test_sigkill_mid_run_leaves_the_answer_interrupted_after_restart(
     data_dir.mkdir()
     async with chinwag_process(database_dsn=database_dsn, base_url=fake.base_url, data_dir=data_dir, port=port) as proc:
         url = f"http://127.0.0.1:{port}"
-        user = await sign_up(url)
+        user = await sign_up(url, prefix="crash")
         async with httpx.AsyncClient(base_url=url + "/api/v1", headers=user.headers) as c:
             session_id = (await c.post("/sessions", json={"title": "crash"})).json()["id"]
         first = Chat(base_url=url, user=user, session_id=session_id)

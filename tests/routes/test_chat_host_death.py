@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,9 +21,8 @@ from tests.conftest import TestUser, free_port
 from tests.fakes.openai_script import say
 from tests.fakes.openai_server import FakeOpenAI
 from tests.routes.chat_support import Chat, connect, text_of
+from tests.routes.process_support import chinwag_serve, sign_up
 
-ROOT = Path(__file__).resolve().parents[2]
-SECRET = "test-secret-" + "x" * 40
 WORDS = " ".join(f"w{i}" for i in range(600))
 
 
@@ -35,59 +32,18 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
         yield server
 
 
-@contextlib.asynccontextmanager
-async def host(
+def host(
     *, database_dsn: str, redis_url: str, prefix: str, base_url: str, data_dir: Path, port: int, **env: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
+) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
     """One chinwag host: `python -m chinwag serve` on its own port and data dir."""
-    data_dir.mkdir(exist_ok=True)
-    environ = {
-        **os.environ,
+    settings = {
         "CHINWAG_DATABASE_URL": database_dsn,
         "CHINWAG_REDIS_URL": redis_url,
         "CHINWAG_REDIS_PREFIX": prefix,
         "OPENAI_BASE_URL": base_url,
-        "CHINWAG_SECRET_KEY": SECRET,
-        "CHINWAG_REGISTRATION": "open",
-        "CHINWAG_DATA_DIR": str(data_dir),
-        "PYTHONPATH": str(ROOT),
         **env,
     }
-    log = (data_dir / "server.log").open("ab")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chinwag", "serve", "--port", str(port), env=environ, stdout=log, stderr=log, cwd=ROOT
-    )
-    try:
-        async with httpx.AsyncClient() as c, asyncio.timeout(60):
-            while True:
-                if proc.returncode is not None:
-                    raise AssertionError((data_dir / "server.log").read_text())
-                with contextlib.suppress(httpx.TransportError):
-                    if (await c.get(f"http://127.0.0.1:{port}/health/ready")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        log.close()
-
-
-async def sign_up(url: str) -> TestUser:
-    email = f"host-{uuid.uuid4().hex[:8]}@example.com"
-    password = "correct horse battery staple"
-    async with httpx.AsyncClient(base_url=url + "/api/v1", timeout=30) as c:
-        assert (await c.post("/auth/register", json={"email": email, "password": password})).status_code == 201
-        tokens = (await c.post("/auth/login", json={"email": email, "password": password})).json()
-    return TestUser(
-        id=tokens["user"]["id"],
-        email=email,
-        password=password,
-        access_token=tokens["access_token"],
-        refresh_token=tokens["refresh_token"],
-        headers={"Authorization": f"Bearer {tokens['access_token']}"},
-    )
+    return chinwag_serve(port=port, data_dir=data_dir, env=settings)
 
 
 async def new_session(url: str, user: TestUser) -> str:
@@ -121,7 +77,7 @@ async def test_a_host_killed_mid_run_ends_the_run_on_the_other_hosts_sockets(
         host(data_dir=tmp_path / "b", port=port_b, **options),
     ):
         url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
-        user = await sign_up(url_a)
+        user = await sign_up(url_a, prefix="host")
         session_id = await new_session(url_a, user)
         on_a_chat = Chat(base_url=url_a, user=user, session_id=session_id)
         on_b_chat = Chat(base_url=url_b, user=user, session_id=session_id)
@@ -180,7 +136,7 @@ async def test_a_host_restarted_after_sigkill_ends_its_own_dead_runs_at_once(
     }
     async with host(**options) as proc:
         url = f"http://127.0.0.1:{options['port']}"
-        user = await sign_up(url)
+        user = await sign_up(url, prefix="host")
         session_id = await new_session(url, user)
         chat = Chat(base_url=url, user=user, session_id=session_id)
         async with connect(chat) as sock:
