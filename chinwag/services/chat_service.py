@@ -28,6 +28,8 @@ from chinwag.db import runs as runs_db
 from chinwag.errors import Busy, NotFound, RateLimited
 from chinwag.schemas.sessions import Session
 from chinwag.services.agent_builder import LlmSource, McpSource, RunDeps
+from chinwag.services.branches import BranchStart
+from chinwag.services.branches import claim as claim_branch_run
 from chinwag.services.dead_runs import tell_dead_runs
 from chinwag.services.file_context import check_file_ids
 from chinwag.services.instance import claim_instance_id
@@ -145,10 +147,13 @@ class ChatService:
         content: str,
         client_id: str | None = None,
         file_ids: Sequence[str] = (),
+        branch: BranchStart | None = None,
     ) -> str | None:
         """Start a run for this user message; returns its id, or None when `client_id` was seen before in the
         session (nothing new starts). `Busy` while another run is active; `NotFound` for a session not the user's;
-        `BadRequest` for unknown `file_ids`. The caller has checked the content."""
+        `BadRequest` for unknown `file_ids`. The caller has checked the content. With `branch`, the run is an
+        `edit` (a new version of a user message, `content`) or a `regenerate` (no new message: `content` unused);
+        `BadRequest` when its seq is not a user message on the active branch."""
         session = await self._sessions().get(user_id=user_id, session_id=session_id)
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
         await self._check_active_runs(user_id)
@@ -156,7 +161,7 @@ class ChatService:
         try:
             try:
                 run_id = await self._start(
-                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids
+                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids, branch=branch
                 )
             except Busy:
                 # The slot may be held by a run of ours that ended while the database was away: write those ends
@@ -165,7 +170,7 @@ class ChatService:
                 if waiting == 0 or await self.flush_pending() == waiting:
                     raise
                 run_id = await self._start(
-                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids
+                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids, branch=branch
                 )
         except BaseException:
             await self._uncount(rate_key)  # refused (busy, say): it does not count
@@ -200,16 +205,30 @@ class ChatService:
         return key
 
     async def _start(
-        self, session: Session, *, user_id: str, content: str, client_id: str | None, file_ids: Sequence[str]
+        self,
+        session: Session,
+        *,
+        user_id: str,
+        content: str,
+        client_id: str | None,
+        file_ids: Sequence[str],
+        branch: BranchStart | None = None,
     ) -> str | None:
         run = ChatRun(self.deps, user_id=user_id, session=session, file_ids=file_ids)
         await run.listen_for_interrupts()
         sid = uuid.UUID(session.id)
         try:
             # The run slot, the user message and the session's active run: one statement, one round trip.
-            record, message = await runs_db.start_with_message(
-                self.deps.pool, session_id=sid, client_id=client_id, owner=self.instance_id, content=content
-            )
+            if branch is None:
+                record, message = await runs_db.start_with_message(
+                    self.deps.pool, session_id=sid, client_id=client_id, owner=self.instance_id, content=content
+                )
+            else:
+                claimed = await claim_branch_run(
+                    self.deps.pool, branch, session_id=sid, client_id=client_id, owner=self.instance_id, content=content
+                )
+                record, message = claimed.run, claimed.message
+                run.input_stored = claimed.input_stored
             run.run_id = record.id
         except LookupError:
             await run.stop_listening()
@@ -233,7 +252,8 @@ class ChatService:
         await self.deps.buffers.open(record.id, session.id)
         run.channel = RunChannel(run_id=record.id, session_id=session.id, buffers=self.deps.buffers, bus=self.deps.bus)
         try:
-            await run.channel.emit({"type": "user_message", "message": message.model_dump(mode="json")})
+            if branch is None or branch.kind == "edit":
+                await run.channel.emit({"type": "user_message", "message": message.model_dump(mode="json")})
             task = self.supervisor.spawn(run.run(), name=f"run-{record.id}")
             self.live[record.id] = LiveRun(run=run, task=task)
             task.add_done_callback(lambda _: self.live.pop(record.id, None))

@@ -145,6 +145,8 @@ class ChatRun:
         self.run_id = ""
         self.channel: RunChannel | None = None
         self.user_message: Message | None = None
+        self.input_stored = False
+        """Layer 1 holds the user message already (a regenerated answer): the run sends the model no new input."""
         self.assistant_message_id = ""
         self.state = RunState()
         self.interrupted = asyncio.Event()
@@ -305,6 +307,7 @@ class ChatRun:
         self._layer1 = layer1
         # The row exists: the client hears of it, and `_finish` ends it, whatever else failed.
         self.assistant_message_id = assistant.id
+        layer1.store.answer_seq = assistant.seq  # what the run adds to Layer 1 belongs to this answer
         await self._emit({"type": "assistant_start", "message_id": assistant.id})
         for outcome in (files, prefetched):
             if isinstance(outcome, BaseException):
@@ -327,7 +330,9 @@ class ChatRun:
             agent.model_settings = dataclasses.replace(agent.model_settings, max_tokens=self._cap)
             if self.interrupted.is_set():
                 return
-            content = self.user_message.content if self.user_message else ""
+            content: str | list[Any] = self.user_message.content if self.user_message else ""
+            if self.input_stored:
+                content = []
             try:
                 await self._stream_once(agent, content, layer1, tools, sessions, provider)
             except openai.BadRequestError as exc:

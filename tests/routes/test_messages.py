@@ -26,6 +26,8 @@ MESSAGE_KEYS = {
     "usage",
     "finish_reason",
     "created_at",
+    "parent_seq",
+    "sibling_seqs",
 }
 
 
