@@ -72,7 +72,8 @@ async def test_regenerate_twice_then_switch_back_to_the_first_answer(chat: Chat,
     ]
     assert history[1]["sibling_seqs"] == [2, 3, 4]
     assert history[1]["parent_seq"] == 1
-    assert history[0]["parent_seq"] is None and history[0]["sibling_seqs"] == [1]
+    assert history[0]["parent_seq"] is None
+    assert history[0]["sibling_seqs"] == [1]
     assert (await chat.session())["leaf_seq"] == 4
 
     answer = await switch(chat, 2)

@@ -73,7 +73,8 @@ async def summarized_branch_a(pool: asyncpg.Pool, session_id: str, summarizer: R
     for name in ("1", "2", "3", "4"):
         await add_turn(pool, session_id, summarizer, name)
     view = await layer1(pool, session_id, summarizer, turn=9).prepare()
-    assert view.summarized_now and view.summarized_through_seq == 6
+    assert view.summarized_now
+    assert view.summarized_through_seq == 6
     assert texts(view.items[1:]) == ["q4", "a4"]
 
 
@@ -122,7 +123,8 @@ async def test_a_fork_after_the_summary_keeps_it_and_regenerated_answers_replace
     summary = await db.fetchval("SELECT summary FROM sessions WHERE id = $1", session_id)
     assert summary is not None
     view = await layer1(pool, session_id, summarizer, turn=11).view()
-    assert is_summary_item(view.items[0]) and summary in cast(dict[str, Any], view.items[0])["content"]
+    assert is_summary_item(view.items[0])
+    assert summary in view.items[0]["content"]
     assert texts(view.items[1:]) == ["q4", "a4bis"]  # the question once, the old answer (seq 8) gone
 
     # Previous version: seq 8 again, and only it.
