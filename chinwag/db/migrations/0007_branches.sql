@@ -13,8 +13,9 @@
 ALTER TABLE messages ADD COLUMN parent_seq integer;
 ALTER TABLE messages ADD COLUMN on_branch boolean NOT NULL DEFAULT true;
 CREATE INDEX messages_branch_idx ON messages (session_id, seq) WHERE on_branch;
--- Siblings (same parent, same role) and children, for `sibling_seqs` and the walk down to a branch's newest leaf.
-CREATE INDEX messages_parent_idx ON messages (session_id, (coalesce(parent_seq, seq - 1)), role);
+-- Siblings (same parent, same role; in seq order without a sort) and children, for `sibling_seqs` and the walk down
+-- to a branch's newest leaf.
+CREATE INDEX messages_parent_idx ON messages (session_id, (coalesce(parent_seq, seq - 1)), role, seq);
 
 -- The last message of the active branch (null: no messages). Sessions are few next to messages: set it here.
 ALTER TABLE sessions ADD COLUMN leaf_seq integer;
