@@ -133,8 +133,8 @@ def _markdown_message(message: dict[str, Any]) -> str:
 
 def markdown_filename(title: str) -> tuple[str, str]:
     """The attachment's name: an ASCII fallback (`filename=`) and the title itself (`filename*=`), both `.md`."""
-    name = _one_line(title)[:100] or "chat"
-    fallback = _FILENAME_UNSAFE.sub("_", name).strip(" ._") or "chat"
+    name = _one_line(title)[:100] or "Chat"
+    fallback = _FILENAME_UNSAFE.sub("_", name).strip(" ._") or "Chat"
     return f"{fallback}.md", f"{name}.md"
 
 

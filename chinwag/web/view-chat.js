@@ -220,6 +220,11 @@ function onFrame(chat, frame) {
   let run = chat.runs.get(frame.run_id);
   if (!run) {
     const regenerated = frame.type === 'assistant_start' && chat.expected?.kind === 'regenerate';
+    if (frame.type === 'assistant_end' && !isRunning(chat)) {
+      // A run this page did not follow (another tab's regenerate, say) changed the branch: show the one now active.
+      loadNewest(chat).catch((error) => showError(error.detail));
+      return;
+    }
     if (frame.type !== 'user_message' && !regenerated) return; // a run this page does not follow from its start
     run = newRun(frame.run_id);
     if (regenerated) {
