@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from chinwag.dependencies import Chat, CurrentUser, Llm
+from chinwag.dependencies import CurrentUser, EventBus, Llm, Pool
 from chinwag.errors import error_responses
 from chinwag.schemas.messages import MAX_SEQ
 from chinwag.schemas.sessions import Session
@@ -25,11 +25,13 @@ class BranchSelect(BaseModel):
 
 
 @router.post("/{session_id}/branch")
-async def select_branch(session_id: str, body: BranchSelect, user: CurrentUser, chat: Chat, llm: Llm) -> Session:
+async def select_branch(
+    session_id: str, body: BranchSelect, user: CurrentUser, pool: Pool, bus: EventBus, llm: Llm
+) -> Session:
     """Make the branch through message `seq` active, down to its newest leaf (409 `busy` during a run)."""
     return await switch_branch(
-        chat.deps.pool,
-        chat.deps.bus,
+        pool,
+        bus,
         user_id=user.id,
         session_id=session_id,
         seq=body.seq,

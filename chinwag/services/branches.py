@@ -85,9 +85,7 @@ async def switch_branch(
     session = await sessions_db.get_session(pool, user_id=uid, session_id=sid, window=window)
     if session is None:
         raise NotFound("session not found")
-    await bus.publish(
-        Envelope(session_id=session.id, frame=encode(SessionUpdated(session=session.model_dump(mode="json"))))
-    )
+    await bus.publish(Envelope(session_id=session.id, frame=encode(SessionUpdated(session=session))))
     return session
 
 
