@@ -28,16 +28,20 @@ async def chat(fake: FakeOpenAI, server_factory: ServerFactory, user_factory: Us
     return Chat.on(server, user, await new_session(server, user))
 
 
+def text(content: Any) -> str:
+    """A message's text, whether a string or a list of parts."""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content)
+    return str(content)
+
+
 def sent(fake: FakeOpenAI, index: int = -1) -> list[tuple[str, str]]:
     """(role, text) of the conversation in a recorded model request, instructions left out."""
     out = []
     for message in fake.requests[index].body["messages"]:
         if message["role"] in ("system", "developer"):
             continue
-        content = message["content"]
-        if isinstance(content, list):
-            content = "".join(part.get("text", "") for part in content)
-        out.append((message["role"], content))
+        out.append((message["role"], text(message["content"])))
     return out
 
 
@@ -83,6 +87,14 @@ async def test_regenerate_twice_then_switch_back_to_the_first_answer(chat: Chat,
     assert [(m["seq"], m["content"]) for m in history] == [(1, "Question?"), (2, "Answer one.")]
     assert history[1]["sibling_seqs"] == [2, 3, 4]
 
+    # GET /context shows what the next run sends: this branch, nothing of the other answers.
+    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers) as c:
+        context = (await c.get(f"/sessions/{chat.session_id}/context")).json()
+    assert [(i["role"], text(i["content"])) for i in context["items"]] == [
+        ("user", "Question?"),
+        ("assistant", "Answer one."),
+    ]
+    assert (await chat.session())["context"]["tokens"] == context["tokens"]
     async with connect(chat) as sock:
         frames = await turn(sock, {"type": "message", "content": "And then?"})
     assert sent(fake) == [("user", "Question?"), ("assistant", "Answer one."), ("user", "And then?")]
