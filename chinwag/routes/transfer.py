@@ -88,6 +88,25 @@ def _parse(body: bytes) -> ChinwagExport | ChatImport:
         raise RequestValidationError(errors) from None
 
 
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON Schema with its `$defs` put in place (none of them recursive): the OpenAPI document has no
+    `$defs` section for these `#/$defs/...` references to point into."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 @router.post(
     "/import",
     status_code=status.HTTP_201_CREATED,
@@ -98,7 +117,7 @@ def _parse(body: bytes) -> ChinwagExport | ChatImport:
             "content": {
                 "application/json": {
                     "schema": {
-                        "anyOf": [ChinwagExport.model_json_schema(), ChatImport.model_json_schema()],
+                        "anyOf": [_inlined(ChinwagExport.model_json_schema()), _inlined(ChatImport.model_json_schema())]
                     }
                 }
             },
