@@ -110,7 +110,14 @@ def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
 @router.post(
     "/import",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(413),
+    responses={
+        **error_responses(413),
+        # The body is read and validated here (not by FastAPI, which would read it whole first): declared by hand.
+        422: {
+            "description": "Validation Error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+        },
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
