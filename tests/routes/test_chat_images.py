@@ -82,7 +82,8 @@ async def test_an_image_reaches_the_model_downscaled_and_layer1_keeps_a_referenc
     # The next turn sends the image again (it is still in the context), from the file.
     assert image_urls(second, api) == [sent]
     # Layer 1 holds a reference to the file, never its bytes; the upload itself is kept as it came.
-    rows = [str(r["item"]) for r in await db.fetch("SELECT item FROM llm_context WHERE session_id = $1", chat.session_id)]
+    stored = await db.fetch("SELECT item FROM llm_context WHERE session_id = $1", chat.session_id)
+    rows = [str(r["item"]) for r in stored]
     assert any(f"chinwag-file:{file_id}" in row for row in rows)
     assert not any("base64" in row for row in rows)
     async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers, timeout=60) as c:

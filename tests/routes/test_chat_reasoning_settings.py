@@ -49,7 +49,7 @@ async def test_reasoning_streams_as_reasoning_delta_is_kept_and_never_sent_back_
         assert text_of(frames) == "Four."
         await sock.send({"type": "message", "content": "Sure?"})
         await sock.until("assistant_end")
-    answer = [m for m in await chat.history() if m["role"] == "assistant"][0]
+    answer = next(m for m in await chat.history() if m["role"] == "assistant")
     assert (answer["content"], answer["reasoning"]) == ("Four.", "two plus two makes four")
     # The next request carries the answer, and the reasoning never as text: on chat completions not at all, on the
     # Responses API only as the reasoning item the provider gave (what it needs between turns).
@@ -130,7 +130,8 @@ async def test_settings_merge_key_by_key_and_null_unsets_one(
             "max_output_tokens": None,
             "reasoning_effort": None,
         }
-        patched = await c.patch(f"/sessions/{session['id']}", json={"settings": {"top_p": None, "max_output_tokens": 5}})
+        change = {"settings": {"top_p": None, "max_output_tokens": 5}}
+        patched = await c.patch(f"/sessions/{session['id']}", json=change)
         assert patched.status_code == 200, patched.text
         assert patched.json()["settings"] == {
             "temperature": 1.5,
