@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
 from playwright.async_api import expect
 
 from tests.conftest import TestUser
 from tests.fakes.openai_script import say
 from tests.web.conftest import Web, articles, axe_violations, describe, send
 from tests.web.test_files import attach, png
+
+
+async def stored_settings(
+    web: Web, user: TestUser, session_id: str, *, until: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The session's stored settings once `until` holds (the dialog closes before its PATCH lands)."""
+    async with web.api(user) as c:
+        for _ in range(100):
+            settings: dict[str, Any] = (await c.get(f"/sessions/{session_id}")).json()["settings"]
+            if until(settings):
+                return settings
+            await asyncio.sleep(0.1)
+    return settings
 
 
 async def test_the_settings_panel_saves_what_the_next_request_carries(web: Web, user: TestUser) -> None:
@@ -26,9 +43,12 @@ async def test_the_settings_panel_saves_what_the_next_request_carries(web: Web, 
     await dialog.get_by_role("combobox", name="Reasoning effort").select_option("high")
     await dialog.get_by_role("button", name="Save settings").click()
     await expect(dialog).to_have_count(0)
-    async with web.api(user) as c:
-        stored = (await c.get(f"/sessions/{session['id']}")).json()["settings"]
-    assert stored == {"temperature": 0.4, "top_p": None, "max_output_tokens": 300, "reasoning_effort": "high"}
+    assert await stored_settings(web, user, session["id"], until=lambda s: s["temperature"] is not None) == {
+        "temperature": 0.4,
+        "top_p": None,
+        "max_output_tokens": 300,
+        "reasoning_effort": "high",
+    }
     web.fake.script(say("Tuned."))
     await send(page, "hello")
     await expect(articles(page, "assistant").last).to_contain_text("Tuned.")
@@ -40,8 +60,8 @@ async def test_the_settings_panel_saves_what_the_next_request_carries(web: Web, 
     await dialog.get_by_role("spinbutton", name="Temperature").fill("")
     await dialog.get_by_role("button", name="Save settings").click()
     await expect(dialog).to_have_count(0)
-    async with web.api(user) as c:
-        assert (await c.get(f"/sessions/{session['id']}")).json()["settings"]["temperature"] is None
+    cleared = await stored_settings(web, user, session["id"], until=lambda s: s["temperature"] is None)
+    assert cleared["max_output_tokens"] == 300
 
 
 async def test_reasoning_shows_in_a_collapsible_block_live_and_after_reload(web: Web, user: TestUser) -> None:
