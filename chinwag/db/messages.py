@@ -34,11 +34,11 @@ _BRANCH_OF_NEW = (
 # `Message`'s fields, in order (`MessagePage.encode_records` relies on it), from a row `m`.
 MESSAGE_COLUMNS = (
     "m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id, m.usage,"
-    " m.finish_reason, m.created_at," + _BRANCH_OF_M
+    " m.finish_reason, m.reasoning, m.created_at," + _BRANCH_OF_M
 )
 _RETURNING = (
     " RETURNING id::text AS id, seq, role, content, status, tool, run_id::text AS run_id, client_id, usage,"
-    " finish_reason, created_at,"
+    " finish_reason, reasoning, created_at,"
 )
 RETURNING_UPDATED = _RETURNING + _BRANCH_OF_M
 RETURNING_NEW = _RETURNING + _BRANCH_OF_NEW
@@ -58,7 +58,7 @@ _APPEND = (
 # NULLs when it is empty). Public so that bench/history.py can EXPLAIN exactly what the server runs.
 _PAGE_SELECT = (
     "SELECT p.id, p.seq, p.role, p.content, p.status, p.tool, p.run_id, p.client_id, p.usage, p.finish_reason,"
-    " p.created_at, p.parent_seq, p.sibling_seqs FROM sessions s LEFT JOIN LATERAL ("
+    " p.reasoning, p.created_at, p.parent_seq, p.sibling_seqs FROM sessions s LEFT JOIN LATERAL ("
     " SELECT " + MESSAGE_COLUMNS + " FROM messages m"
 )
 PAGE_NEWEST = (
@@ -133,18 +133,21 @@ async def update_message(
     usage: TokenUsage | None = None,
     tool: ToolCall | None = None,
     finish_reason: str | None = None,
+    reasoning: str | None = None,
 ) -> Message | None:
-    """Rewrite a message's content and status (a streaming checkpoint, the end of a run); `usage`, `tool` and
-    `finish_reason` are left as they are when None. Returns None if the message is gone."""
+    """Rewrite a message's content and status (a streaming checkpoint, the end of a run); `usage`, `tool`,
+    `finish_reason` and `reasoning` are left as they are when None. Returns None if the message is gone."""
     row = await db.fetchrow(
         "UPDATE messages AS m SET content = $2, status = $3, usage = coalesce($4, usage), tool = coalesce($5, tool),"
-        " finish_reason = coalesce($6, finish_reason), updated_at = now() WHERE id = $1" + RETURNING_UPDATED,
+        " finish_reason = coalesce($6, finish_reason), reasoning = coalesce($7, reasoning), updated_at = now()"
+        " WHERE id = $1" + RETURNING_UPDATED,
         message_id,
         storable_text(content),
         status,
         None if usage is None else usage.model_dump(),
         _tool_json(tool),
         finish_reason,
+        None if reasoning is None else storable_text(reasoning),
     )
     return None if row is None else Message.from_record(row)
 

@@ -58,6 +58,7 @@ class NewMessage:
     finish_reason: str | None
     created_at: datetime | None
     on_branch: bool
+    reasoning: str | None = None
 
 
 async def insert_messages(
@@ -67,12 +68,13 @@ async def insert_messages(
     if messages:
         await db.execute(
             "INSERT INTO messages (session_id, seq, parent_seq, role, content, status, tool, usage, finish_reason,"
-            " created_at, on_branch)"
+            " created_at, on_branch, reasoning)"
             " SELECT $1, r.seq, r.parent_seq, r.role, r.content, r.status, r.tool, r.usage, r.finish_reason,"
-            " coalesce(r.created_at, now()), r.on_branch"
+            " coalesce(r.created_at, now()), r.on_branch, r.reasoning"
             " FROM unnest($2::integer[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[],"
-            " $9::text[], $10::timestamptz[], $11::boolean[])"
-            " AS r(seq, parent_seq, role, content, status, tool, usage, finish_reason, created_at, on_branch)",
+            " $9::text[], $10::timestamptz[], $11::boolean[], $12::text[])"
+            " AS r(seq, parent_seq, role, content, status, tool, usage, finish_reason, created_at, on_branch,"
+            " reasoning)",
             session_id,
             [m.seq for m in messages],
             [0 if m.parent_seq is None else m.parent_seq for m in messages],
@@ -84,6 +86,7 @@ async def insert_messages(
             [m.finish_reason for m in messages],
             [m.created_at for m in messages],
             [m.on_branch for m in messages],
+            [None if m.reasoning is None else storable_text(m.reasoning) for m in messages],
         )
     await db.execute(
         "UPDATE sessions SET message_count = $2, leaf_seq = $3, updated_at = now() WHERE id = $1",

@@ -40,6 +40,7 @@ class ImportedMessage(BaseModel):
     tool: ImportedTool | None = None
     usage: TokenUsage | None = None
     finish_reason: FinishReason | None = None
+    reasoning: ImportText | None = None
     created_at: datetime | None = None
 
 

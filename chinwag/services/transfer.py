@@ -210,6 +210,7 @@ def _from_export(
             finish_reason=m.finish_reason if m.role == "assistant" else None,
             created_at=m.created_at,
             on_branch=m.seq in branch,
+            reasoning=m.reasoning if m.role == "assistant" else None,
         )
         for m in data.messages
     ]

@@ -27,6 +27,7 @@ MESSAGE_KEYS = {
     "client_id",
     "usage",
     "finish_reason",
+    "reasoning",
     "created_at",
     "parent_seq",
     "sibling_seqs",
