@@ -31,6 +31,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from chinwag.config import Settings, SettingsError
 from chinwag.llm.catalog import ModelCatalog
+from chinwag.llm.lean_stream import LeanAzureOpenAI, LeanOpenAI
 from chinwag.llm.tokens import ApproximateCounter, EncodingFileError, TiktokenCounter, TokenCounter
 
 logger = logging.getLogger(__name__)
@@ -168,15 +169,17 @@ class LlmClients:
         return self._open_clients
 
     def new_client(self) -> AsyncOpenAI:
-        """A new client on the shared SSL context; the caller closes it (`await client.close()`)."""
+        """A new client on the shared SSL context; the caller closes it (`await client.close()`). With
+        `lean_stream` (the default) its streamed answers are parsed by `chinwag.llm.lean_stream`."""
         http_client = httpx2.AsyncClient(
             verify=self._ssl_context, limits=self._limits, timeout=self._timeout, follow_redirects=True
         )
         settings = self.settings
         client: AsyncOpenAI
+        lean = settings.lean_stream
         if settings.azure_openai_endpoint is not None:
             key = settings.azure_openai_api_key or settings.openai_api_key
-            client = AsyncAzureOpenAI(
+            client = (LeanAzureOpenAI if lean else AsyncAzureOpenAI)(
                 azure_endpoint=settings.azure_openai_endpoint,
                 api_key=key.get_secret_value() if key is not None else PLACEHOLDER_API_KEY,
                 api_version=settings.openai_api_version,
@@ -185,7 +188,7 @@ class LlmClients:
             )
         else:
             key = settings.openai_api_key
-            client = AsyncOpenAI(
+            client = (LeanOpenAI if lean else AsyncOpenAI)(
                 api_key=key.get_secret_value() if key is not None else PLACEHOLDER_API_KEY,
                 base_url=settings.openai_base_url,
                 http_client=http_client,
