@@ -40,7 +40,7 @@ def _openai(chunks: list[bytes]) -> int:
 
 def _httpx_sse() -> Callable[[list[bytes]], int] | None:
     try:
-        from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+        from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return None
 
