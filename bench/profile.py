@@ -3,8 +3,8 @@
 Starts the bench's fake model server and `chinwag serve` (scratch database, as `bench.stream` does), samples the
 server with py-spy (`pip install py-spy` into the venv; on Linux it needs ptrace, which root has) while clients
 stream answers as fast as the fake sends them, and prints the functions with the most self time (a function's own
-samples, not its callees', counting only samples that hold the GIL), and the same grouped by package. Proportions, not absolute times: on a loaded machine
-they still say where the time goes.
+samples, not its callees', counting only samples that hold the GIL), and the same grouped by package. Proportions,
+not absolute times: on a loaded machine they still say where the time goes.
 
     python -m bench.profile [--api chat_completions|responses] [--streams 4] [--tokens 500] [--rounds 6]
         [--seconds 20] [--top 25] [--turns 0]
