@@ -31,7 +31,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from chinwag.config import Settings, SettingsError
 from chinwag.llm.catalog import ModelCatalog
-from chinwag.llm.lean_stream import LeanAzureOpenAI, LeanOpenAI
+from chinwag.llm.lean_stream import LeanAzureOpenAI, LeanOpenAI, warm_up
 from chinwag.llm.tokens import ApproximateCounter, EncodingFileError, TiktokenCounter, TokenCounter
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,8 @@ class LlmClients:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[LlmClients]:
-        """For the lifespan: tracing export off, the encoding loaded off the event loop (it takes most of a second)."""
+        """For the lifespan: tracing export off, the encoding loaded and the lean stream's validators built off the
+        event loop (they take most of a second)."""
         set_tracing_disabled(True)
         counter: TokenCounter
         try:
@@ -156,6 +157,8 @@ class LlmClients:
             # A damaged install: chat still works, with token counts about 10-20% off.
             logger.exception("tokenizer unavailable: counting about four characters per token instead")
             counter = ApproximateCounter()
+        if settings.lean_stream:
+            await asyncio.to_thread(warm_up, settings.llm_api)
         clients = cls(settings, counter=counter)
         where = settings.azure_openai_endpoint if settings.uses_azure else settings.openai_base_url
         logger.info("models: %s over %s at %s", ", ".join(settings.model_ids), settings.llm_api, _safe_url(where))

@@ -383,3 +383,13 @@ async def test_azure_deployment_url_on_the_lean_path(fake: FakeOpenAI) -> None:
     assert result.final_output == "Hi from Azure."
     assert fake.last_request.path == "/openai/deployments/gpt-4o/chat/completions"
     assert fake.last_request.query == "api-version=2025-01-01"
+
+
+def test_warm_up_builds_the_validators_before_the_first_stream() -> None:
+    from chinwag.llm import lean_stream
+
+    lean_stream._responses_event_adapter.cache_clear()
+    lean_stream.warm_up("chat_completions")
+    assert lean_stream._responses_event_adapter.cache_info().currsize == 0
+    lean_stream.warm_up("responses")
+    assert lean_stream._responses_event_adapter.cache_info().currsize == 1
