@@ -28,6 +28,7 @@ from chinwag.schemas.sessions import Session
 from chinwag.services.agent_builder import RunDeps
 from chinwag.services.dead_runs import tell_dead_runs
 from chinwag.services.file_context import check_file_ids
+from chinwag.services.images import check_images
 from chinwag.services.instance import claim_instance_id
 from chinwag.services.postgres_session import PostgresSession
 from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
@@ -132,6 +133,13 @@ class ChatService:
         `BadRequest` for unknown `file_ids`. The caller has checked the content."""
         session = await self._sessions().get(user_id=user_id, session_id=session_id)
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
+        await check_images(
+            self.deps.pool,
+            session_id=session.id,
+            file_ids=file_ids,
+            model=session.model,
+            vision=self.deps.llm.catalog.accepts_images(session.model),
+        )
         await self._check_active_runs(user_id)
         rate_key = await self._count_message(user_id)
         try:

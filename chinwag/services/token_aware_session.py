@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import asyncpg
 from agents import SessionSettings, TResponseInputItem
@@ -58,6 +58,15 @@ SUMMARY_MAX_TOKENS = 512
 SUMMARY_INPUT_SHARE = 0.9
 """Of what the window leaves for the conversation, the share a summary request uses: offline counts run a little
 under a provider's (its chat template adds tokens per message)."""
+
+
+class ImageForms(Protocol):
+    """How a run's images travel (`services.images.ImageParts`): by reference in storage, as bytes to the model."""
+
+    def by_reference(self, items: list[Any]) -> list[Any]: ...
+
+    async def resolve(self, items: list[Any]) -> list[Any]: ...
+
 
 Summarize = Callable[[list[TResponseInputItem]], Awaitable[str]]
 """Condense items (an earlier summary first, if any) into a short text; the chat service wraps the model."""
@@ -136,6 +145,7 @@ class TokenAwareSession:
         history: tuple[db.ContextState, list[db.ContextRow]] | None = None,
         record_context_tokens: bool = True,
         defer_first_write: bool = False,
+        images: ImageForms | None = None,
     ) -> None:
         if context_window <= 0:
             raise ValueError("context_window must be positive")
@@ -165,6 +175,8 @@ class TokenAwareSession:
         """The history `last_view` was fitted from, while nothing but this session's own appends changed it since
         (a summary, a pop, a clear, a repair or a rewrite forget it): `record_usage` works from it instead of
         reading and walking the whole history again."""
+        self.images = images
+        """Images of the run: stored as references to their files, sent as data URLs."""
         self.defer_next_write = defer_first_write
         """The next `add_items` returns at once and writes in the background (a run's input item, which the SDK
         saves just before its first model request): every other method, and the next `add_items`, waits for that
@@ -197,6 +209,7 @@ class TokenAwareSession:
         overhead_tokens: int,
         summarize: Summarize,
         summary_overhead_tokens: int,
+        images: ImageForms | None = None,
     ) -> TokenAwareSession:
         """Layer 1 as a chat run uses it: the history read while the run set up, the run's overhead known, the
         context size left for the run to record after it ends, and the run's input item written in the background
@@ -210,6 +223,7 @@ class TokenAwareSession:
             history=history,
             record_context_tokens=False,
             defer_first_write=True,
+            images=images,
         )
 
     @property
@@ -235,6 +249,8 @@ class TokenAwareSession:
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         await self.flush()
+        if self.images is not None:
+            items = self.images.by_reference(items)
         if self.defer_next_write:
             self.defer_next_write = False
             self._writing = asyncio.create_task(self.store.add_items(items), name=f"layer1-write-{self.session_id}")
@@ -283,6 +299,8 @@ class TokenAwareSession:
         if self.record_context_tokens:
             async with self.store.pool.acquire() as conn:
                 await db.set_context_tokens(conn, session_id=self.session_id, tokens=view.tokens)
+        if self.images is not None:
+            view.items = await self.images.resolve(view.items)
         self.last_view = view
         return view
 
