@@ -21,10 +21,14 @@ class ContextRow:
     item: dict[str, Any]
     tokens: int
     turn_seq: int | None
+    exact: bool = False
+    """`tokens` is the provider's count (calibrated from a run's usage), not an offline estimate."""
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ContextRow:
-        return cls(id=row["id"], item=row["item"], tokens=row["tokens"], turn_seq=row["turn_seq"])
+        return cls(
+            id=row["id"], item=row["item"], tokens=row["tokens"], turn_seq=row["turn_seq"], exact=row["tokens_exact"]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,7 @@ class ContextState:
 Conn = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
 OneConn = asyncpg.Connection | PoolConnectionProxy
 
-_ROW = "id, item, tokens, turn_seq"
+_ROW = "id, item, tokens, turn_seq, tokens_exact"
 _STATE = "model, summary, summarized_through_seq, context_tokens, summary_failed_through_seq"
 
 
@@ -195,9 +199,9 @@ async def unsummarized(conn: Conn, *, session_id: str) -> tuple[ContextState, li
     statement: one round trip, one snapshot. None if the session does not exist."""
     records = await conn.fetch(
         "SELECT s.model, s.summary, s.summarized_through_seq, s.context_tokens, s.summary_failed_through_seq,"
-        " i.id, i.item, i.tokens, i.turn_seq"
+        " i.id, i.item, i.tokens, i.turn_seq, i.tokens_exact"
         " FROM sessions s LEFT JOIN LATERAL ("
-        " SELECT id, item, tokens, turn_seq FROM llm_context WHERE session_id = s.id"
+        " SELECT id, item, tokens, turn_seq, tokens_exact FROM llm_context WHERE session_id = s.id"
         " AND (s.summarized_through_seq IS NULL OR turn_seq IS NULL OR turn_seq > s.summarized_through_seq)) i ON true"
         " WHERE s.id = $1 ORDER BY i.id",
         session_id,
@@ -239,6 +243,12 @@ async def set_context_tokens(conn: Conn, *, session_id: str, tokens: int) -> Non
 
 
 async def set_item_tokens(conn: Conn, *, updates: Sequence[tuple[int, int]]) -> None:
-    """Replace the token counts of items `(id, tokens)` (with the provider's exact numbers)."""
+    """Replace the token counts of items `(id, tokens)` with the provider's numbers (marked exact), in one
+    statement."""
     if updates:
-        await conn.executemany("UPDATE llm_context SET tokens = $2 WHERE id = $1", list(updates))
+        await conn.execute(
+            "UPDATE llm_context AS c SET tokens = u.tokens, tokens_exact = true"
+            " FROM unnest($1::bigint[], $2::integer[]) AS u(id, tokens) WHERE c.id = u.id",
+            [u[0] for u in updates],
+            [u[1] for u in updates],
+        )
