@@ -19,7 +19,15 @@ import os
 
 import orjson
 import uvicorn
-from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, RawResponsesStreamEvent, RunConfig, Runner
+from agents import (
+    Agent,
+    ModelSettings,
+    OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
+    RawResponsesStreamEvent,
+    RunConfig,
+    Runner,
+)
 from openai import AsyncOpenAI
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -52,7 +60,11 @@ async def push(websocket: WebSocket) -> None:
 
 def _agent() -> Agent[None]:
     client = AsyncOpenAI(base_url=os.environ["OPENAI_BASE_URL"], api_key=os.environ.get("OPENAI_API_KEY", "bench"))
-    model = OpenAIChatCompletionsModel(model="fake-model", openai_client=client)
+    model: OpenAIChatCompletionsModel | OpenAIResponsesModel
+    if os.environ.get("BENCH_LLM_API") == "responses":
+        model = OpenAIResponsesModel(model="fake-model", openai_client=client)
+    else:
+        model = OpenAIChatCompletionsModel(model="fake-model", openai_client=client)
     return Agent(
         name="relay",
         instructions="You are a helpful assistant.",

@@ -58,10 +58,21 @@ async def scratch_database() -> AsyncIterator[str]:
             await conn.close()
 
 
-def start_chinwag(kids: Children, *, database_url: str, fake: Child, data_dir: Path) -> Child:
-    """`python -m chinwag serve` on a free port, its model at the fake."""
+def start_chinwag(
+    kids: Children,
+    *,
+    database_url: str,
+    fake: Child,
+    data_dir: Path,
+    api: str = "chat_completions",
+    lean_stream: bool = True,
+    name: str = "chinwag",
+) -> Child:
+    """`python -m chinwag serve` on a free port, its model at the fake over `api`."""
     port = free_port()
     env = {
+        "CHINWAG_LLM_API": api,
+        "CHINWAG_LEAN_STREAM": "true" if lean_stream else "false",
         "CHINWAG_DATABASE_URL": database_url,
         "CHINWAG_DATA_DIR": str(data_dir),
         "CHINWAG_SECRET_KEY": secrets.token_urlsafe(32),
@@ -71,11 +82,11 @@ def start_chinwag(kids: Children, *, database_url: str, fake: Child, data_dir: P
         "OPENAI_API_KEY": "bench-placeholder",
     }
     return kids.start(
-        "chinwag",
+        name,
         ["-m", "chinwag", "serve", "--port", str(port)],
         port=port,
         env=env,
-        unset=_FOREIGN_SETTINGS,
+        unset=tuple(key for key in _FOREIGN_SETTINGS if key not in env),
         ready_path="/health/ready",
     )
 

@@ -89,7 +89,8 @@ class StampingApp:
         if not isinstance(request, dict):
             return
         last_user = ""
-        for item in reversed(request.get("messages") or []):
+        items = request.get("messages") or request.get("input") or []
+        for item in reversed(items if isinstance(items, list) else []):
             if isinstance(item, dict) and item.get("role") == "user" and isinstance(item.get("content"), str):
                 last_user = item["content"]
                 break

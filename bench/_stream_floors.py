@@ -7,7 +7,15 @@ import time
 
 import httpx
 import orjson
-from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, RawResponsesStreamEvent, RunConfig, Runner
+from agents import (
+    Agent,
+    ModelSettings,
+    OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
+    RawResponsesStreamEvent,
+    RunConfig,
+    Runner,
+)
 from openai import AsyncOpenAI
 from websockets.asyncio.client import ClientConnection
 
@@ -24,12 +32,18 @@ async def set_default_reply(fake_url: str, *, tokens: int, delay: float) -> None
         response.raise_for_status()
 
 
-async def sdk_cpu_per_delta(fake_url: str, *, streams: int, tokens: int) -> tuple[float, int]:
+async def sdk_cpu_per_delta(
+    fake_url: str, *, streams: int, tokens: int, api: str = "chat_completions"
+) -> tuple[float, int]:
     """CPU microseconds of this process per text delta, for `streams` concurrent `Runner.run_streamed` of `tokens`
-    deltas each (`OpenAIChatCompletionsModel` over the fake): the floor of any server built on the SDK."""
+    deltas each (the SDK's stock model of `api` over the fake): the floor of any server built on the SDK."""
     await set_default_reply(fake_url, tokens=tokens, delay=0.0)
     client = AsyncOpenAI(base_url=fake_url + "/v1", api_key="bench-placeholder")
-    model = OpenAIChatCompletionsModel(model="fake-model", openai_client=client)
+    model: OpenAIChatCompletionsModel | OpenAIResponsesModel
+    if api == "responses":
+        model = OpenAIResponsesModel(model="fake-model", openai_client=client)
+    else:
+        model = OpenAIChatCompletionsModel(model="fake-model", openai_client=client)
     agent: Agent[None] = Agent(
         name="floor",
         instructions="You are a helpful assistant.",

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     llm_stall_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     """The model server sending nothing for this long (before its answer or between two chunks) ends the run with
     `llm_error`; before anything streamed the `openai` client first retries (twice, with backoff)."""
+    lean_stream: bool = True
+    """Streamed model answers parsed by chinwag (`chinwag/llm/lean_stream.py`: the same objects, a fraction of the
+    CPU); false: by the `openai` client's own stream, for a provider the lean parser would not read."""
     extract_workers: int = Field(default=2, ge=1, le=64)
     extract_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     extract_memory_mib: int = Field(default=1024, ge=256, le=65536)

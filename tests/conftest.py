@@ -114,11 +114,24 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def settings_factory(database_dsn: str, tmp_path: Path) -> Callable[..., Settings]:
+def lean_stream(request: pytest.FixtureRequest) -> bool:
+    """Which model stream test servers use: the lean one (the default), or the `openai` client's own when a test is
+    marked `@STOCK_TOO` (it then runs once on each)."""
+    return bool(getattr(request, "param", True))
+
+
+STOCK_TOO = pytest.mark.parametrize("lean_stream", [True, False], ids=["lean", "stock"], indirect=True)
+"""Run an end-to-end chat test on the lean model stream and again on the stock `openai` stream (the fallback that
+`CHINWAG_LEAN_STREAM=false` selects), so that both keep working."""
+
+
+@pytest.fixture
+def settings_factory(database_dsn: str, tmp_path: Path, lean_stream: bool) -> Callable[..., Settings]:
     """Settings for a test server; keyword arguments override fields."""
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
+            "lean_stream": lean_stream,
             "database_url": database_dsn,
             "data_dir": tmp_path / "data",
             "secret_key": "test-secret-" + "x" * 40,

@@ -24,6 +24,8 @@ class ContextRow:
     message_seq: int | None = None
     """The Layer 2 message the item belongs to (the user message for the user's input, the run's assistant message
     for what the run produced): the item is in the model's view while that message is on the active branch."""
+    exact: bool = False
+    """`tokens` is the provider's count (calibrated from a run's usage), not an offline estimate."""
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ContextRow:
@@ -33,6 +35,7 @@ class ContextRow:
             tokens=row["tokens"],
             turn_seq=row["turn_seq"],
             message_seq=row["message_seq"],
+            exact=row["tokens_exact"],
         )
 
 
@@ -61,7 +64,7 @@ class ContextState:
 Conn = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
 OneConn = asyncpg.Connection | PoolConnectionProxy
 
-_ROW = "id, item, tokens, turn_seq, message_seq"
+_ROW = "id, item, tokens, turn_seq, message_seq, tokens_exact"
 Row = tuple[dict[str, Any], int, int | None, int | None]
 """A row to store: `(item, tokens, turn_seq, message_seq)`."""
 
@@ -226,9 +229,10 @@ async def unsummarized(conn: Conn, *, session_id: str) -> tuple[ContextState, li
     in one statement: one round trip, one snapshot. None if the session does not exist."""
     records = await conn.fetch(
         "SELECT s.model, s.summary, s.summarized_through_seq, s.context_tokens, s.summary_failed_through_seq,"
-        " i.id, i.item, i.tokens, i.turn_seq, i.message_seq"
+        " i.id, i.item, i.tokens, i.turn_seq, i.message_seq, i.tokens_exact"
         " FROM sessions s LEFT JOIN LATERAL ("
-        " SELECT i.id, i.item, i.tokens, i.turn_seq, i.message_seq FROM llm_context i WHERE i.session_id = s.id"
+        " SELECT i.id, i.item, i.tokens, i.turn_seq, i.message_seq, i.tokens_exact FROM llm_context i"
+        " WHERE i.session_id = s.id"
         " AND (s.summarized_through_seq IS NULL OR i.turn_seq IS NULL OR i.turn_seq > s.summarized_through_seq)"
         " AND " + ON_BRANCH + ") i ON true"
         " WHERE s.id = $1 ORDER BY i.id",
@@ -271,6 +275,12 @@ async def set_context_tokens(conn: Conn, *, session_id: str, tokens: int) -> Non
 
 
 async def set_item_tokens(conn: Conn, *, updates: Sequence[tuple[int, int]]) -> None:
-    """Replace the token counts of items `(id, tokens)` (with the provider's exact numbers)."""
+    """Replace the token counts of items `(id, tokens)` with the provider's numbers (marked exact), in one
+    statement."""
     if updates:
-        await conn.executemany("UPDATE llm_context SET tokens = $2 WHERE id = $1", list(updates))
+        await conn.execute(
+            "UPDATE llm_context AS c SET tokens = u.tokens, tokens_exact = true"
+            " FROM unnest($1::bigint[], $2::integer[]) AS u(id, tokens) WHERE c.id = u.id",
+            [u[0] for u in updates],
+            [u[1] for u in updates],
+        )

@@ -31,6 +31,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from chinwag.config import Settings, SettingsError
 from chinwag.llm.catalog import ModelCatalog
+from chinwag.llm.lean_stream import LeanAzureOpenAI, LeanOpenAI, warm_up
 from chinwag.llm.tokens import ApproximateCounter, EncodingFileError, TiktokenCounter, TokenCounter
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,8 @@ class LlmClients:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[LlmClients]:
-        """For the lifespan: tracing export off, the encoding loaded off the event loop (it takes most of a second)."""
+        """For the lifespan: tracing export off, the encoding loaded and the lean stream's validators built off the
+        event loop (they take most of a second)."""
         set_tracing_disabled(True)
         counter: TokenCounter
         try:
@@ -155,6 +157,8 @@ class LlmClients:
             # A damaged install: chat still works, with token counts about 10-20% off.
             logger.exception("tokenizer unavailable: counting about four characters per token instead")
             counter = ApproximateCounter()
+        if settings.lean_stream:
+            await asyncio.to_thread(warm_up, settings.llm_api)
         clients = cls(settings, counter=counter)
         where = settings.azure_openai_endpoint if settings.uses_azure else settings.openai_base_url
         logger.info("models: %s over %s at %s", ", ".join(settings.model_ids), settings.llm_api, _safe_url(where))
@@ -168,15 +172,17 @@ class LlmClients:
         return self._open_clients
 
     def new_client(self) -> AsyncOpenAI:
-        """A new client on the shared SSL context; the caller closes it (`await client.close()`)."""
+        """A new client on the shared SSL context; the caller closes it (`await client.close()`). With
+        `lean_stream` (the default) its streamed answers are parsed by `chinwag.llm.lean_stream`."""
         http_client = httpx2.AsyncClient(
             verify=self._ssl_context, limits=self._limits, timeout=self._timeout, follow_redirects=True
         )
         settings = self.settings
         client: AsyncOpenAI
+        lean = settings.lean_stream
         if settings.azure_openai_endpoint is not None:
             key = settings.azure_openai_api_key or settings.openai_api_key
-            client = AsyncAzureOpenAI(
+            client = (LeanAzureOpenAI if lean else AsyncAzureOpenAI)(
                 azure_endpoint=settings.azure_openai_endpoint,
                 api_key=key.get_secret_value() if key is not None else PLACEHOLDER_API_KEY,
                 api_version=settings.openai_api_version,
@@ -185,7 +191,7 @@ class LlmClients:
             )
         else:
             key = settings.openai_api_key
-            client = AsyncOpenAI(
+            client = (LeanOpenAI if lean else AsyncOpenAI)(
                 api_key=key.get_secret_value() if key is not None else PLACEHOLDER_API_KEY,
                 base_url=settings.openai_base_url,
                 http_client=http_client,

@@ -11,6 +11,7 @@ the view sent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -170,6 +171,10 @@ class TokenAwareSession:
         self._prefetched = history
         """The stored history, read already by the caller (`PostgresSession.unsummarized()`): the next `prepare()`
         uses it instead of reading again. Only for a caller that writes nothing to Layer 1 in between."""
+        self._read: tuple[db.ContextState, list[db.ContextRow]] | None = None
+        """The history `last_view` was fitted from, while nothing but this session's own appends changed it since
+        (a summary, a pop, a clear, a repair or a rewrite forget it): `record_usage` works from it instead of
+        reading and walking the whole history again."""
         self.images = images
         """Images of the run: stored as references to their files, sent as data URLs."""
         self.defer_next_write = defer_first_write
@@ -254,10 +259,12 @@ class TokenAwareSession:
 
     async def pop_item(self) -> TResponseInputItem | None:
         await self.flush()
+        self._read = None
         return await self.store.pop_item()
 
     async def clear_session(self) -> None:
         await self.flush()
+        self._read = None
         await self.store.clear_session()
 
     async def flush(self) -> None:
@@ -281,6 +288,7 @@ class TokenAwareSession:
         """Rewrite the stored history as plain text messages (for a provider that refused it; see
         `PostgresSession.flatten`)."""
         await self.flush()
+        self._read = None
         await self.store.flatten()
 
     async def prepare(self) -> ContextView:
@@ -307,6 +315,7 @@ class TokenAwareSession:
         `PostgresSession.unsummarized()` returned, when the caller has read it already."""
         await self.flush()
         state, rows = fetched if fetched is not None else await self.store.unsummarized()
+        self._read = (state, rows)
         turns = group_turns(rows)
         summary, through = state.summary, state.summarized_through_seq
         summary_tokens = self._summary_tokens(summary)
@@ -321,6 +330,7 @@ class TokenAwareSession:
                 summary, through, turns = done
                 summary_tokens = self._summary_tokens(summary)
                 summarized_now = True
+                self._read = None
 
         if summary_tokens > self.budget:
             logger.warning(
@@ -373,11 +383,13 @@ class TokenAwareSession:
     async def repair(self) -> list[str]:
         """Close every tool call left without output (synthetic output "interrupted"); returns their call ids."""
         await self.flush()
+        self._read = None
         return await self.store.repair(output=INTERRUPTED_OUTPUT)
 
     async def add_partial_turn(self, items: Iterable[Any]) -> list[str]:
         """After an interrupt: store what the run produced that the SDK did not, then `repair()`."""
         await self.flush()
+        self._read = None
         return await self.store.add_partial_turn(items, output=INTERRUPTED_OUTPUT)
 
     async def record_usage(
@@ -386,11 +398,15 @@ class TokenAwareSession:
         """Make token counts exact with the usage the provider reported for the run's LAST model call.
 
         `output_tokens` (without hidden reasoning tokens) becomes the count of the items that call produced.
-        `input_tokens` calibrates the items that call received: `overhead_tokens` is the offline count of what it
-        got besides the history (instructions, tools; default `self.overhead_tokens`), counted with the same counter,
-        so the stored counts of the history items are scaled by `input_tokens / (overhead + offline history)`. That
-        needs `get_items()` to have been called on this object (the run read its history through it). Returns the
-        view the next turn will see (and records its size in `sessions.context_tokens`).
+        `input_tokens` calibrates the items that call received whose counts are still offline estimates: the rows
+        marked exact (calibrated by an earlier run) are taken as they are, and the rest, with `overhead_tokens` (the
+        offline count of what the call got besides the history: instructions, tools; default
+        `self.overhead_tokens`, counted with the same counter), are scaled by
+        `(input_tokens - exact) / (overhead + offline rest)`. So each row is calibrated once, not by every run:
+        a run writes the counts of its own rows only, however long the history. That needs `get_items()` to have
+        been called on this object (the run read its history through it). Returns the view the next turn will see
+        (and records its size in `sessions.context_tokens`), fitted from the history already in memory when
+        nothing but this run's appends changed it.
         """
         await self.flush()
         run_rows = await self.store.run_rows()
@@ -400,28 +416,41 @@ class TokenAwareSession:
         if produced and output_tokens > 0:
             updates.update(_spread(produced, output_tokens))
 
+        read = self._read
         start = self.last_view  # None: this object never gave the SDK its history, so what it sent is unknown
         if start is not None and input_tokens > 0:
             start_ids = set(start.row_ids)
             run_ids = {r.id for r in run_rows}
-            stored = await self.store.rows(after_turn_seq=start.summarized_through_seq)
-            sent = [r for r in stored if r.id in start_ids and r.id not in run_ids] + before
+            if read is not None:
+                history = read[1]
+            else:
+                history = await self.store.rows(after_turn_seq=start.summarized_through_seq)
+            sent = [r for r in history if r.id in start_ids and r.id not in run_ids] + before
             overhead = self.overhead_tokens if overhead_tokens is None else overhead_tokens
-            estimate = overhead + start.summary_tokens + sum(r.tokens for r in sent)
+            exact = sum(r.tokens for r in sent if r.exact)
+            offline = [r for r in sent if not r.exact]
+            estimate = overhead + start.summary_tokens + sum(r.tokens for r in offline)
         else:
-            sent, estimate = [], 0
-        if sent and estimate > 0:
-            ratio = input_tokens / estimate
+            offline, exact, estimate = [], 0, 0
+        if offline and estimate > 0:
+            ratio = (input_tokens - exact) / estimate
             if 0.2 <= ratio <= 5:
-                updates.update({r.id: max(1, round(r.tokens * ratio)) for r in sent})
+                updates.update({r.id: max(1, round(r.tokens * ratio)) for r in offline})
             else:
                 logger.warning(
-                    "session %s: usage %d vs offline %d; not calibrated", self.session_id, input_tokens, estimate
+                    "session %s: usage %d vs offline %d (+%d exact); not calibrated",
+                    self.session_id,
+                    input_tokens,
+                    estimate,
+                    exact,
                 )
         if updates:
             async with self.store.pool.acquire() as conn:
                 await db.set_item_tokens(conn, updates=sorted(updates.items()))
-        view = await self.view()
+        if read is not None and self._read is read:
+            view = await self.view(fetched=(read[0], _merged(read[1], run_rows, updates)))
+        else:
+            view = await self.view()
         async with self.store.pool.acquire() as conn:
             await db.set_context_tokens(conn, session_id=self.session_id, tokens=view.tokens)
         return view
@@ -560,6 +589,15 @@ def _shortened(item: Item, share: float) -> Item:
         head = keep * 2 // 3
         text = f"{text[:head]}\n[... {len(text) - keep} characters left out ...]\n{text[len(text) - (keep - head) :]}"
     return {"type": "message", "role": role, "content": text}
+
+
+def _merged(
+    history: list[db.ContextRow], run_rows: list[db.ContextRow], updates: dict[int, int]
+) -> list[db.ContextRow]:
+    """The history as stored now: the rows read before the run and the run's own, with the counts just written."""
+    known = {r.id for r in history}
+    rows = history + [r for r in run_rows if r.id not in known]
+    return [dataclasses.replace(r, tokens=updates[r.id], exact=True) if r.id in updates else r for r in rows]
 
 
 def _is_model_output(item: Item) -> bool:

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chinwag.llm.tokens import TiktokenCounter
 from chinwag.services.token_aware_session import default_reserve
-from tests.conftest import ServerFactory, UserFactory
+from tests.conftest import STOCK_TOO, ServerFactory, UserFactory
 from tests.fakes.openai_script import fail, say
 from tests.fakes.openai_server import FakeOpenAI
 from tests.routes.chat_support import Chat, connect, new_session, text_of
@@ -93,6 +93,7 @@ async def test_an_api_key_works_as_the_token(chat: Chat) -> None:
 # --- a run ----------------------------------------------------------------------------------------------------------
 
 
+@STOCK_TOO
 async def test_a_message_streams_a_numbered_run_and_the_history_matches(
     chat: Chat, fake: FakeOpenAI, db: asyncpg.Connection
 ) -> None:
@@ -242,6 +243,7 @@ async def test_busy_while_a_run_is_active_and_client_id_is_idempotent(chat: Chat
 # --- interrupts -----------------------------------------------------------------------------------------------------
 
 
+@STOCK_TOO
 async def test_interrupt_mid_text_keeps_what_was_streamed_and_the_next_message_works(
     chat: Chat, fake: FakeOpenAI
 ) -> None:
@@ -305,6 +307,7 @@ async def test_interrupt_without_a_run_is_not_found(chat: Chat) -> None:
 # --- model errors ---------------------------------------------------------------------------------------------------
 
 
+@STOCK_TOO
 @pytest.mark.parametrize(
     ("replies", "retryable"),
     [

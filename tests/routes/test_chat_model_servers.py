@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import RunningServer, ServerFactory, TestUser, UserFactory
+from tests.conftest import STOCK_TOO, RunningServer, ServerFactory, TestUser, UserFactory
 from tests.fakes.openai_script import fail, say
 from tests.fakes.openai_server import FakeOpenAI
 from tests.routes.chat_support import Chat, connect, new_session, text_of
@@ -49,6 +49,7 @@ def input_items(fake: FakeOpenAI, index: int) -> list[dict[str, Any]]:
     return items
 
 
+@STOCK_TOO
 async def test_an_interrupt_on_the_responses_api_leaves_a_history_the_server_accepts(
     fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory
 ) -> None:
@@ -140,6 +141,7 @@ async def test_a_rejected_first_turn_is_not_retried(
     assert len(fake.requests) == 1
 
 
+@STOCK_TOO
 async def test_the_output_cap_is_sent_and_a_cut_answer_ends_with_length(
     fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory
 ) -> None:
@@ -160,6 +162,7 @@ async def test_the_output_cap_is_sent_and_a_cut_answer_ends_with_length(
     assert said == ["one two three four five"]
 
 
+@STOCK_TOO
 async def test_a_cut_answer_on_the_responses_api_ends_with_length(
     fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory
 ) -> None:

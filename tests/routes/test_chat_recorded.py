@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerFactory, UserFactory
+from tests.conftest import STOCK_TOO, ServerFactory, UserFactory
 from tests.fakes.openai_script import Reply, say
 from tests.fakes.openai_server import RECORDED, FakeOpenAI
 from tests.mcp.support import fake_stdio
@@ -80,6 +80,7 @@ async def test_a_recorded_length_finish_ends_with_length(
     assert text_of(frames) == recorded_text("chat_length.sse")
 
 
+@STOCK_TOO
 async def test_recorded_tool_call_deltas_make_one_call(
     fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory, tmp_path: Path
 ) -> None:
@@ -101,6 +102,7 @@ async def test_recorded_tool_call_deltas_make_one_call(
     assert any(m.get("role") == "tool" and "hello" in str(m.get("content")) for m in messages), messages
 
 
+@STOCK_TOO
 async def test_a_recorded_responses_stream_arrives_whole(
     fake: FakeOpenAI, server_factory: ServerFactory, user_factory: UserFactory
 ) -> None:

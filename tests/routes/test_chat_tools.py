@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerFactory, UserFactory
+from tests.conftest import STOCK_TOO, ServerFactory, UserFactory
 from tests.fakes.openai_script import call, say
 from tests.fakes.openai_server import FakeOpenAI
 from tests.mcp.support import fake_stdio
@@ -40,6 +40,7 @@ def tool_pairs_are_complete(messages: list[dict[str, Any]]) -> bool:
     return calls == answers
 
 
+@STOCK_TOO
 async def test_a_tool_call_is_announced_once_answered_and_kept_in_the_history(chat: Chat, fake: FakeOpenAI) -> None:
     fake.script(call("echo", {"text": "hello tools"}, text="Let me echo that."), say("It said hello tools."))
     async with connect(chat) as sock:

@@ -328,6 +328,33 @@ async def test_record_usage_makes_counts_exact(pool: asyncpg.Pool, session_id: s
     assert await db.fetchval("SELECT context_tokens FROM sessions WHERE id = $1", session_id) == sum(tokens)
 
 
+async def test_each_row_is_calibrated_once_and_a_later_run_writes_only_its_own(
+    pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
+) -> None:
+    """The counts of an old history are not rewritten by every run: a calibrated row keeps its count, and the next
+    run scales only its own rows, by what the provider's usage leaves after the exact ones."""
+    first = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000)
+    await first.get_items()
+    await first.add_items(as_items(user(words(4)), assistant(words(8))))  # offline 6 + 10
+    await first.record_usage(input_tokens=20, output_tokens=12, overhead_tokens=4)  # (20 - 0) / (4 + 6) = 2
+    assert [r["tokens"] for r in await db.fetch("SELECT tokens FROM llm_context ORDER BY id")] == [12, 12]
+    written = await db.fetch("SELECT id, xmin::text AS version FROM llm_context ORDER BY id")
+
+    second = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000)
+    await second.get_items()
+    await second.add_items(as_items(user(words(4)), assistant(words(8))))
+    # Sent: overhead 4 (offline), the exact 24 of the first turn, the new user message 6 (offline).
+    view = await second.record_usage(input_tokens=44, output_tokens=9, overhead_tokens=4)  # (44 - 24) / (4 + 6)
+    rows = await db.fetch("SELECT id, tokens, tokens_exact, xmin::text AS version FROM llm_context ORDER BY id")
+    assert [r["tokens"] for r in rows] == [12, 12, 12, 9]
+    assert all(r["tokens_exact"] for r in rows)
+    assert [(r["id"], r["version"]) for r in rows[:2]] == [(w["id"], w["version"]) for w in written]
+    # The view fitted from memory is the one a fresh read gives.
+    fresh = await TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000).view()
+    assert (view.tokens, view.items, view.row_ids) == (fresh.tokens, fresh.items, fresh.row_ids)
+    assert await db.fetchval("SELECT context_tokens FROM sessions WHERE id = $1", session_id) == 45
+
+
 async def test_record_usage_without_a_read_only_fixes_the_answer(pool: asyncpg.Pool, session_id: str) -> None:
     tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000)
     await tas.add_items(as_items(user(words(4)), assistant(words(8))))

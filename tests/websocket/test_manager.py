@@ -252,3 +252,89 @@ async def test_a_recheck_request_reaches_each_socket_of_the_session_and_no_clien
     assert rechecks == {"a": 1, "b": 1}
     assert a.frames == b.frames == ['{"type":"pong"}']
     assert other.frames == []
+
+
+class WireSink:
+    """Like uvicorn's socket: a write finishes at once unless the transport's buffer is full (`paused`), then it
+    waits until writing resumes; `broken` makes every write fail (the peer is gone)."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.broken = False
+        self.writers: list[asyncio.Task[object] | None] = []
+
+    async def send_text(self, data: str) -> None:
+        await self.writable.wait()
+        if self.broken:
+            raise ConnectionResetError("peer gone")
+        self.writers.append(asyncio.current_task())
+        self.frames.append(data)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        pass
+
+
+async def test_a_frame_to_an_idle_socket_is_written_at_once_in_the_senders_task() -> None:
+    sink = WireSink()
+    conn = Connection(sink)
+    conn.send("ready")  # before the sender runs: queued
+    assert sink.frames == []
+    sender = asyncio.create_task(conn.run_sender())
+    await settle()
+    assert sink.frames == ["ready"]
+    conn.send("a")
+    assert sink.frames == ["ready", "a"]  # no task switch needed
+    assert sink.writers[-1] is asyncio.current_task()
+    conn.close()
+    await sender
+
+
+async def test_a_write_that_must_wait_is_finished_by_the_sender_and_order_is_kept() -> None:
+    sink = WireSink()
+    conn = Connection(sink)
+    sender = asyncio.create_task(conn.run_sender())
+    await settle()
+    sink.writable.clear()  # the socket's buffer is full
+    conn.send("a")
+    conn.send("b")
+    conn.send("c")
+    await settle()
+    assert sink.frames == []
+    sink.writable.set()
+    await settle()
+    assert sink.frames == ["a", "b", "c"]
+    assert all(writer is sender for writer in sink.writers)
+    conn.send("d")  # idle again: written at once
+    assert sink.frames[-1] == "d"
+    conn.close()
+    await sender
+
+
+async def test_a_direct_write_to_a_gone_peer_ends_the_sender_with_the_error() -> None:
+    sink = WireSink()
+    conn = Connection(sink)
+    sender = asyncio.create_task(conn.run_sender())
+    await settle()
+    sink.broken = True
+    conn.send("a")  # the caller (a run) is not the one to fail
+    assert conn.closed
+    with pytest.raises(ConnectionResetError):
+        await sender
+
+
+async def test_cancelling_the_sender_mid_write_cancels_the_write_it_took_over() -> None:
+    sink = WireSink()
+    conn = Connection(sink)
+    sender = asyncio.create_task(conn.run_sender())
+    await settle()
+    sink.writable.clear()
+    conn.send("a")
+    await settle()
+    sender.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sender
+    sink.writable.set()
+    await settle()
+    assert sink.frames == []

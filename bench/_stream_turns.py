@@ -1,0 +1,48 @@
+"""Server CPU per chat message as a session grows: does a message at turn 150 cost what one at turn 10 does?
+
+One session, messages one after another (short answers), the server's CPU read around each message. The figure for
+turn N is the mean over the `sample` messages ending at turn N (CPU readings of a process tick in 10 ms steps,
+so single messages are too coarse)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from bench._stream_client import open_socket, send_message
+from bench._stream_common import Child
+from bench._stream_floors import set_default_reply
+from bench._stream_phases import Target
+
+
+@dataclass
+class TurnCost:
+    """Mean server CPU (ms) per message at each measured turn."""
+
+    ms_at: dict[int, float] = field(default_factory=dict)
+    incomplete: int = 0
+
+    def ratio(self, late: int, early: int) -> float:
+        if early not in self.ms_at or late not in self.ms_at or self.ms_at[early] <= 0:
+            return float("nan")
+        return self.ms_at[late] / self.ms_at[early]
+
+
+async def turn_cost(target: Target, fake: Child, *, session: int, turns: list[int], sample: int) -> TurnCost:
+    """Messages 1 .. max(turns) in session number `session`; each answer 20 tokens, as fast as the fake goes."""
+    await set_default_reply(fake.url, tokens=20, delay=0.0)
+    ws = await open_socket(target.url_of(session))
+    cost = TurnCost()
+    per_message: list[float] = []
+    try:
+        for turn in range(1, max(turns) + 1):
+            cpu0 = target.server.cpu_s()
+            got = await send_message(ws, f"turn {turn}: tell me more about it.", protocol=target.protocol, timeout=60)
+            per_message.append(target.server.cpu_s() - cpu0)
+            cost.incomplete += not got.complete
+            if turn in turns:
+                window = per_message[max(0, turn - sample) : turn]
+                cost.ms_at[turn] = statistics.fmean(window) * 1000
+    finally:
+        await ws.close()
+    return cost
