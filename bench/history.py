@@ -6,6 +6,9 @@ starts `python -m chinwag serve` on it in a subprocess, registers and signs in o
 one request at a time over one keep-alive connection, p50/p99 of:
   - the newest page of the 100,000-message session, and `before`/`after` pages at several depths (flat = keyset);
   - the session list: first page, and a page ~9,000 sessions deep (reached by following next_cursor);
+  - the active-branch page at depth in a session of as many messages whose tree has many branches (`--branches`,
+    each forking from the active branch of the one before), beside the linear session's page at the same depth:
+    target p99 within 1.2x of the linear page's, measured in the same turns;
 then page requests/s at concurrency 8 against the one server process, with the server's CPU time per request.
 It prints EXPLAIN (ANALYZE) of the SQL the server runs for these pages (index scans, no OFFSET, no sort) and a
 Markdown table for docs/benchmarks.md. Targets: p99 < 5 ms each; >= 1,500 page requests/s.
@@ -45,6 +48,9 @@ from chinwag.db.migrate import migrate
 DEFAULT_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 P99_TARGET_MS = 5.0
 THROUGHPUT_TARGET = 1500.0
+BRANCH_RATIO_TARGET = 1.2
+BRANCH_ROW = "active branch at depth, many-branch session"
+LINEAR_ROW = "linear page at the same depth"
 
 
 # --- a minimal HTTP/1.1 client -------------------------------------------------------------------------------------
@@ -183,6 +189,9 @@ class Dataset:
     big_session: uuid.UUID
     big_count: int
     counts: list[int] = field(default_factory=list)
+    branchy_session: uuid.UUID | None = None
+    branch_path: list[int] = field(default_factory=list)
+    """The seqs of the branchy session's active branch, root to leaf."""
 
 
 def _texts(rng: random.Random, n: int = 2000) -> list[str]:
@@ -270,6 +279,60 @@ async def load(dsn: str, user_id: uuid.UUID, *, sessions: int, messages: int, bi
     finally:
         await conn.close()
     return Dataset(user_id=user_id, session_ids=session_ids, big_session=session_ids[0], big_count=big, counts=counts)
+
+
+def branch_tree(branches: int, size: int, seed: int = 99) -> tuple[list[int | None], list[int]]:
+    """Parents (index seq - 1) of `branches` chains of `size` messages: the first from the root, each next one forking
+    from a random message of the branch active before it; and the path of the newest (the active) branch."""
+    rng = random.Random(seed)
+    parents: list[int | None] = []
+    path: list[int] = []
+    for branch in range(branches):
+        fork = 0 if branch == 0 else rng.randint(len(path) // 4, len(path) * 3 // 4)
+        path = path[:fork]
+        for _ in range(size):
+            parents.append(path[-1] if path else None)
+            path.append(len(parents))
+    return parents, path
+
+
+async def load_branchy(
+    dsn: str, user_id: uuid.UUID, *, branches: int, size: int, model: str
+) -> tuple[uuid.UUID, list[int]]:
+    """One session of `branches * size` messages in many branches, its flags set as the server keeps them."""
+    parents, path = branch_tree(branches, size)
+    on_path = set(path)
+    sid = uuid.uuid4()
+    texts = _texts(random.Random(5))
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SET synchronous_commit = off")
+        t0 = time.perf_counter()
+        await conn.execute(
+            "INSERT INTO sessions (id, user_id, title, model, message_count, leaf_seq) VALUES ($1, $2, $3, $4, $5, $6)",
+            sid,
+            user_id,
+            "Many branches",
+            model,
+            len(parents),
+            path[-1],
+        )
+        await conn.copy_records_to_table(
+            "messages",
+            columns=["session_id", "seq", "parent_seq", "role", "content", "on_branch"],
+            records=(
+                (sid, seq, parent or 0, "user" if seq % 2 else "assistant", texts[seq % len(texts)], seq in on_path)
+                for seq, parent in enumerate(parents, start=1)
+            ),
+        )
+        await conn.execute("VACUUM (ANALYZE) messages")
+        print(
+            f"loaded {len(parents):,} messages in {branches} branches (active branch: {len(path):,} deep)"
+            f" in {time.perf_counter() - t0:.1f} s"
+        )
+    finally:
+        await conn.close()
+    return sid, path
 
 
 # --- measuring ---------------------------------------------------------------------------------------------------
@@ -414,6 +477,11 @@ async def explain(dsn: str, data: Dataset, deep_key: sessions_db.ListKey) -> lis
         ("before seq 50,000", messages_db.PAGE_BEFORE, (data.big_session, data.user_id, 50_000, 51)),
         ("before seq 1,000", messages_db.PAGE_BEFORE, (data.big_session, data.user_id, 1_000, 51)),
         ("after seq 50,000", messages_db.PAGE_AFTER, (data.big_session, data.user_id, 50_000, 51)),
+        (
+            "active branch, before its middle",
+            messages_db.PAGE_BEFORE,
+            (data.branchy_session, data.user_id, data.branch_path[len(data.branch_path) // 2], 51),
+        ),
         ("session list, first page", sessions_db.LIST_FIRST, (data.user_id, 51)),
         ("session list, deep page", sessions_db.LIST_AFTER, (data.user_id, *deep_key, 51)),
     ]
@@ -482,6 +550,9 @@ async def run(args: argparse.Namespace) -> int:
                 big=args.big,
                 model=model,
             )
+            data.branchy_session, data.branch_path = await load_branchy(
+                dsn, data.user_id, branches=args.branches, size=args.big // args.branches, model=model
+            )
             # The server closes idle keep-alive connections after a few seconds: the load took longer than that.
             await client.close()
             client = await HttpClient.open("127.0.0.1", server.port)
@@ -503,6 +574,15 @@ async def run(args: argparse.Namespace) -> int:
             rows += [
                 (f"before seq {depth:,}", f"{big}?limit=50&before={depth}")
                 for depth in (99_950, 75_000, 50_000, 25_000, 1_000)
+            ]
+            # The branchy session's active branch at about the depth of the linear rows beside it (same turns).
+            branchy = f"/api/v1/sessions/{data.branchy_session}/messages"
+            path = data.branch_path
+            linear_depth = min(len(path) // 2, args.big // 2)
+            rows += [
+                (BRANCH_ROW, f"{branchy}?limit=50&before={path[linear_depth]}"),
+                (LINEAR_ROW, f"{big}?limit=50&before={linear_depth + 1}"),
+                ("active branch, newest page", f"{branchy}?limit=50"),
             ]
             rows += [
                 ("after seq 50,000", f"{big}?limit=50&after=50000"),
@@ -575,6 +655,12 @@ async def run(args: argparse.Namespace) -> int:
             f" | {run_load.server_cpu_ms:.2f}"
             f" | {run_load.db_cpu_ms:.2f} | {run_load.client_cpu_ms:.2f} | {run_load.other_cpu_ms:.2f} |"
         )
+    by_name = {r.name: r for r in results}
+    ratio = by_name[BRANCH_ROW].p99_ms / by_name[LINEAR_ROW].p99_ms
+    print(
+        f"\nactive-branch page p99 / linear page p99 at the same depth: {ratio:.2f}x"
+        f" (target <= {BRANCH_RATIO_TARGET:g}x: {'ok' if ratio <= BRANCH_RATIO_TARGET else 'MISSED'})"
+    )
     floor = runs["GET /health/live (no auth, no query): the floor"].rps
     pages = runs["history pages, random depths (limit 50)"]
     print(
@@ -595,6 +681,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--big", type=int, default=100_000, help="messages in the one big session")
+    parser.add_argument(
+        "--branches", type=int, default=50, help="branches of the many-branch session (of --big messages)"
+    )
     parser.add_argument("--requests", type=int, default=2000, help="timed requests per measured row")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)

@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     """Addresses or CIDRs of the reverse proxies whose `X-Forwarded-For` names the client; none by default."""
     max_upload_bytes: int = Field(default=20 * MiB, gt=0)
     max_body_bytes: int = Field(default=1 * MiB, gt=0)
-    """Largest JSON request body (uploads have `max_upload_bytes`)."""
+    """Largest JSON request body (uploads have `max_upload_bytes`, imports `max_import_bytes`)."""
+    max_import_bytes: int = Field(default=32 * MiB, gt=0)
+    """Largest body of `POST /sessions/import` (a session's JSON export, at most 10,000 messages)."""
     max_message_chars: int = Field(default=100_000, gt=0, le=10_000_000)
 
     access_token_ttl_s: int = Field(default=15 * 60, gt=0)

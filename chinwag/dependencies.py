@@ -20,6 +20,7 @@ from chinwag.services.auth_service import AuthService
 from chinwag.services.chat_service import ChatService
 from chinwag.services.file_service import FileService, FileStore
 from chinwag.services.session_service import SessionService
+from chinwag.websocket.bus import Bus
 from chinwag.websocket.manager import ConnectionManager
 
 
@@ -152,5 +153,11 @@ def get_connections(conn: HTTPConnection) -> ConnectionManager:
     return connections
 
 
+def get_bus(conn: HTTPConnection) -> Bus:
+    bus: Bus = conn.app.state.bus
+    return bus
+
+
 Chat = Annotated[ChatService, Depends(get_chat_service)]
 Connections = Annotated[ConnectionManager, Depends(get_connections)]
+EventBus = Annotated[Bus, Depends(get_bus)]

@@ -22,7 +22,7 @@ from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.body_limit import BodyLimitMiddleware
 from chinwag.middleware.client_address import ClientAddressMiddleware, TrustedProxies, parse_networks
 from chinwag.middleware.request_id import RequestIdMiddleware
-from chinwag.routes import admin, auth, files, health, messages, search, sessions, web
+from chinwag.routes import admin, auth, branches, files, health, messages, search, sessions, transfer, web
 from chinwag.routes import chat as chat_routes
 from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
@@ -99,7 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         current_user=get_current_user,
-        own_cap=(files.upload_file,),
+        own_cap=(files.upload_file, transfer.import_conversation),
     )
     app.add_middleware(AuthMiddleware)
     if settings.cors_origins:
@@ -118,7 +118,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chat_routes.router)
     app.include_router(auth.router, prefix="/api/v1")
     app.include_router(admin.router, prefix="/api/v1")
+    app.include_router(transfer.router, prefix="/api/v1")
     app.include_router(sessions.router, prefix="/api/v1")
+    app.include_router(branches.router, prefix="/api/v1")
     app.include_router(files.router, prefix="/api/v1")
     app.include_router(context_routes.router, prefix="/api/v1")
     app.include_router(search.router, prefix="/api/v1")

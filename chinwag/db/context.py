@@ -21,13 +21,21 @@ class ContextRow:
     item: dict[str, Any]
     tokens: int
     turn_seq: int | None
+    message_seq: int | None = None
+    """The Layer 2 message the item belongs to (the user message for the user's input, the run's assistant message
+    for what the run produced): the item is in the model's view while that message is on the active branch."""
     exact: bool = False
     """`tokens` is the provider's count (calibrated from a run's usage), not an offline estimate."""
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ContextRow:
         return cls(
-            id=row["id"], item=row["item"], tokens=row["tokens"], turn_seq=row["turn_seq"], exact=row["tokens_exact"]
+            id=row["id"],
+            item=row["item"],
+            tokens=row["tokens"],
+            turn_seq=row["turn_seq"],
+            message_seq=row["message_seq"],
+            exact=row["tokens_exact"],
         )
 
 
@@ -56,7 +64,18 @@ class ContextState:
 Conn = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
 OneConn = asyncpg.Connection | PoolConnectionProxy
 
-_ROW = "id, item, tokens, turn_seq, tokens_exact"
+_ROW = "id, item, tokens, turn_seq, message_seq, tokens_exact"
+Row = tuple[dict[str, Any], int, int | None, int | None]
+"""A row to store: `(item, tokens, turn_seq, message_seq)`."""
+
+# Whether the item of row `i` of session `s` is on the active branch: no message it belongs to is off it. Items
+# from before branches (message_seq NULL) belong to their turn's user message (user input) or to the message after
+# it (the run's answer); an item without a Layer 2 message at all (a test's) counts as on the branch.
+ON_BRANCH = (
+    "NOT EXISTS (SELECT 1 FROM messages m WHERE m.session_id = s.id AND NOT m.on_branch AND m.seq ="
+    " coalesce(i.message_seq, i.turn_seq + CASE WHEN i.item->>'role' = 'user'"
+    " AND coalesce(i.item->>'type', 'message') = 'message' THEN 0 ELSE 1 END))"
+)
 _STATE = "model, summary, summarized_through_seq, context_tokens, summary_failed_through_seq"
 
 
@@ -72,17 +91,16 @@ async def lock_session_turn(conn: OneConn, *, session_id: str) -> int | None:
     return turn
 
 
-async def insert_items(
-    conn: Conn, *, session_id: str, rows: Sequence[tuple[dict[str, Any], int, int | None]]
-) -> list[int]:
+async def insert_items(conn: Conn, *, session_id: str, rows: Sequence[Row]) -> list[int]:
     """Append `(item, tokens, turn_seq)` rows in order; returns their ids."""
     if not rows:
         return []
     records = await conn.fetch(
         """
-        INSERT INTO llm_context (session_id, item, tokens, turn_seq)
-        SELECT $1, r.item, r.tokens, r.turn_seq
-        FROM unnest($2::jsonb[], $3::integer[], $4::integer[]) WITH ORDINALITY AS r(item, tokens, turn_seq, n)
+        INSERT INTO llm_context (session_id, item, tokens, turn_seq, message_seq)
+        SELECT $1, r.item, r.tokens, r.turn_seq, r.message_seq
+        FROM unnest($2::jsonb[], $3::integer[], $4::integer[], $5::integer[])
+            WITH ORDINALITY AS r(item, tokens, turn_seq, message_seq, n)
         ORDER BY r.n
         RETURNING id
         """,
@@ -90,13 +108,12 @@ async def insert_items(
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
+        [r[3] for r in rows],
     )
     return sorted(int(r["id"]) for r in records)
 
 
-async def append_items(
-    conn: Conn, *, session_id: str, rows: Sequence[tuple[dict[str, Any], int, int | None]]
-) -> list[int] | None:
+async def append_items(conn: Conn, *, session_id: str, rows: Sequence[Row]) -> list[int] | None:
     """`lock_session_turn` + `insert_items` in one statement (one round trip, no transaction), for rows whose turns
     are known; returns their ids, or None if the session does not exist."""
     if not rows:
@@ -104,9 +121,10 @@ async def append_items(
     records = await conn.fetch(
         """
         WITH s AS (SELECT id FROM sessions WHERE id = $1 FOR UPDATE)
-        INSERT INTO llm_context (session_id, item, tokens, turn_seq)
-        SELECT s.id, r.item, r.tokens, r.turn_seq
-        FROM s, unnest($2::jsonb[], $3::integer[], $4::integer[]) WITH ORDINALITY AS r(item, tokens, turn_seq, n)
+        INSERT INTO llm_context (session_id, item, tokens, turn_seq, message_seq)
+        SELECT s.id, r.item, r.tokens, r.turn_seq, r.message_seq
+        FROM s, unnest($2::jsonb[], $3::integer[], $4::integer[], $5::integer[])
+            WITH ORDINALITY AS r(item, tokens, turn_seq, message_seq, n)
         ORDER BY r.n
         RETURNING id
         """,
@@ -114,6 +132,7 @@ async def append_items(
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
+        [r[3] for r in rows],
     )
     if not records:
         return None
@@ -125,7 +144,7 @@ async def replace_from(
     *,
     session_id: str,
     from_id: int,
-    rows: Sequence[tuple[dict[str, Any], int, int | None]],
+    rows: Sequence[Row],
 ) -> list[int]:
     """Replace the items from id `from_id` on with `rows` (in a transaction held by the caller); returns new ids."""
     await conn.execute("DELETE FROM llm_context WHERE session_id = $1 AND id >= $2", session_id, from_id)
@@ -171,6 +190,17 @@ async def pop_last(conn: Conn, *, session_id: str) -> ContextRow | None:
     return ContextRow.from_record(record) if record is not None else None
 
 
+async def has_user_item(conn: Conn, *, session_id: str, turn_seq: int) -> bool:
+    """Whether the user message that opens turn `turn_seq` is stored (a run that failed early may not have)."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM llm_context WHERE session_id = $1 AND turn_seq = $2"
+        " AND item->>'role' = 'user' AND coalesce(item->>'type', 'message') = 'message')",
+        session_id,
+        turn_seq,
+    )
+    return found
+
+
 async def clear(conn: OneConn, *, session_id: str) -> None:
     """Forget every item and the summary of a session."""
     async with conn.transaction():
@@ -195,14 +225,16 @@ async def get_state(conn: Conn, *, session_id: str, user_id: str | None = None) 
 
 
 async def unsummarized(conn: Conn, *, session_id: str) -> tuple[ContextState, list[ContextRow]] | None:
-    """`get_state` and the items its summary does not cover (`list_items` after `summarized_through_seq`), in one
-    statement: one round trip, one snapshot. None if the session does not exist."""
+    """`get_state` and the items of the active branch its summary does not cover (after `summarized_through_seq`),
+    in one statement: one round trip, one snapshot. None if the session does not exist."""
     records = await conn.fetch(
         "SELECT s.model, s.summary, s.summarized_through_seq, s.context_tokens, s.summary_failed_through_seq,"
-        " i.id, i.item, i.tokens, i.turn_seq, i.tokens_exact"
+        " i.id, i.item, i.tokens, i.turn_seq, i.message_seq, i.tokens_exact"
         " FROM sessions s LEFT JOIN LATERAL ("
-        " SELECT id, item, tokens, turn_seq, tokens_exact FROM llm_context WHERE session_id = s.id"
-        " AND (s.summarized_through_seq IS NULL OR turn_seq IS NULL OR turn_seq > s.summarized_through_seq)) i ON true"
+        " SELECT i.id, i.item, i.tokens, i.turn_seq, i.message_seq, i.tokens_exact FROM llm_context i"
+        " WHERE i.session_id = s.id"
+        " AND (s.summarized_through_seq IS NULL OR i.turn_seq IS NULL OR i.turn_seq > s.summarized_through_seq)"
+        " AND " + ON_BRANCH + ") i ON true"
         " WHERE s.id = $1 ORDER BY i.id",
         session_id,
     )

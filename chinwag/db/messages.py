@@ -15,45 +15,62 @@ from chinwag.db.sessions import Executor
 from chinwag.schemas.messages import Message, MessagePage, MessageStatus, Role, SearchHit, ToolCall
 from chinwag.schemas.sessions import TokenUsage
 
-# `Message`'s fields, in order (`MessagePage.encode_records` relies on it).
+# A message's effective parent is `coalesce(parent_seq, seq - 1)`: NULL (a message from before branches) is the one
+# before it; 0 is none (a root). Migration 0007 indexes that expression.
+# `parent_seq` and `sibling_seqs` of the row `m` (the same parent and role, ascending), for SELECT and UPDATE ...
+# RETURNING (where the row itself is in the snapshot). An INSERT's RETURNING does not see its own row: it appends it.
+_BRANCH_OF_M = (
+    " nullif(coalesce(m.parent_seq, m.seq - 1), 0) AS parent_seq,"
+    " ARRAY(SELECT x.seq FROM messages x WHERE x.session_id = m.session_id"
+    " AND coalesce(x.parent_seq, x.seq - 1) = coalesce(m.parent_seq, m.seq - 1) AND x.role = m.role"
+    " ORDER BY x.seq) AS sibling_seqs"
+)
+_BRANCH_OF_NEW = (
+    " nullif(coalesce(m.parent_seq, m.seq - 1), 0) AS parent_seq,"
+    " ARRAY(SELECT x.seq FROM messages x WHERE x.session_id = m.session_id"
+    " AND coalesce(x.parent_seq, x.seq - 1) = coalesce(m.parent_seq, m.seq - 1) AND x.role = m.role"
+    " ORDER BY x.seq) || m.seq AS sibling_seqs"
+)
+# `Message`'s fields, in order (`MessagePage.encode_records` relies on it), from a row `m`.
+MESSAGE_COLUMNS = (
+    "m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id, m.usage,"
+    " m.finish_reason, m.reasoning, m.created_at," + _BRANCH_OF_M
+)
 _RETURNING = (
     " RETURNING id::text AS id, seq, role, content, status, tool, run_id::text AS run_id, client_id, usage,"
-    " finish_reason, reasoning, created_at"
+    " finish_reason, reasoning, created_at,"
 )
+RETURNING_UPDATED = _RETURNING + _BRANCH_OF_M
+RETURNING_NEW = _RETURNING + _BRANCH_OF_NEW
+# A new message hangs under the session's leaf and becomes it (`o` locks the row first, to read the old leaf).
 _APPEND = (
     "WITH s AS ("
-    " UPDATE sessions SET message_count = message_count + 1, updated_at = now() WHERE id = $1"
-    " RETURNING message_count)"
-    " INSERT INTO messages (session_id, seq, role, content, status, tool, run_id, client_id, usage)"
-    " SELECT $1, s.message_count, $2, $3, $4, $5, $6, $7, $8 FROM s" + _RETURNING
+    " UPDATE sessions s SET message_count = s.message_count + 1, leaf_seq = s.message_count + 1, updated_at = now()"
+    " FROM (SELECT id, leaf_seq FROM sessions WHERE id = $1 FOR UPDATE) o WHERE s.id = o.id"
+    " RETURNING s.message_count, coalesce(o.leaf_seq, 0) AS parent)"
+    " INSERT INTO messages AS m (session_id, seq, parent_seq, role, content, status, tool, run_id, client_id, usage)"
+    " SELECT $1, s.message_count, s.parent, $2, $3, $4, $5, $6, $7, $8 FROM s" + RETURNING_NEW
 )
 
-# History pages: keyset on the (session_id, seq) unique index, never OFFSET; one row more than asked says has_more.
-# The ownership check rides along: the session row is found by id and user, and its page joined to it laterally, so
-# one round trip answers both "is it yours?" (no row at all) and the page (a row of NULLs when it is empty).
-# Public so that bench/history.py can EXPLAIN exactly what the server runs.
+# History pages: the active branch (`on_branch`, under its partial index), keyset by seq, never OFFSET; one row
+# more than asked says has_more. The ownership check rides along: the session row is found by id and user, and its
+# page joined to it laterally, so one round trip answers both "is it yours?" (no row at all) and the page (a row of
+# NULLs when it is empty). Public so that bench/history.py can EXPLAIN exactly what the server runs.
+_PAGE_SELECT = (
+    "SELECT p.id, p.seq, p.role, p.content, p.status, p.tool, p.run_id, p.client_id, p.usage, p.finish_reason,"
+    " p.reasoning, p.created_at, p.parent_seq, p.sibling_seqs FROM sessions s LEFT JOIN LATERAL ("
+    " SELECT " + MESSAGE_COLUMNS + " FROM messages m"
+)
 PAGE_NEWEST = (
-    "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
-    " m.usage, m.finish_reason, m.reasoning, m.created_at FROM sessions s LEFT JOIN LATERAL ("
-    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, reasoning, created_at"
-    " FROM messages"
-    " WHERE session_id = s.id ORDER BY seq DESC LIMIT $3) m ON true"
+    _PAGE_SELECT + " WHERE m.session_id = s.id AND m.on_branch ORDER BY m.seq DESC LIMIT $3) p ON true"
     " WHERE s.id = $1 AND s.user_id = $2"
 )
 PAGE_BEFORE = (
-    "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
-    " m.usage, m.finish_reason, m.reasoning, m.created_at FROM sessions s LEFT JOIN LATERAL ("
-    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, reasoning, created_at"
-    " FROM messages"
-    " WHERE session_id = s.id AND seq < $3 ORDER BY seq DESC LIMIT $4) m ON true"
+    _PAGE_SELECT + " WHERE m.session_id = s.id AND m.on_branch AND m.seq < $3 ORDER BY m.seq DESC LIMIT $4) p ON true"
     " WHERE s.id = $1 AND s.user_id = $2"
 )
 PAGE_AFTER = (
-    "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
-    " m.usage, m.finish_reason, m.reasoning, m.created_at FROM sessions s LEFT JOIN LATERAL ("
-    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, reasoning, created_at"
-    " FROM messages"
-    " WHERE session_id = s.id AND seq > $3 ORDER BY seq LIMIT $4) m ON true"
+    _PAGE_SELECT + " WHERE m.session_id = s.id AND m.on_branch AND m.seq > $3 ORDER BY m.seq LIMIT $4) p ON true"
     " WHERE s.id = $1 AND s.user_id = $2"
 )
 
@@ -121,9 +138,9 @@ async def update_message(
     """Rewrite a message's content and status (a streaming checkpoint, the end of a run); `usage`, `tool`,
     `finish_reason` and `reasoning` are left as they are when None. Returns None if the message is gone."""
     row = await db.fetchrow(
-        "UPDATE messages SET content = $2, status = $3, usage = coalesce($4, usage), tool = coalesce($5, tool),"
+        "UPDATE messages AS m SET content = $2, status = $3, usage = coalesce($4, usage), tool = coalesce($5, tool),"
         " finish_reason = coalesce($6, finish_reason), reasoning = coalesce($7, reasoning), updated_at = now()"
-        " WHERE id = $1" + _RETURNING,
+        " WHERE id = $1" + RETURNING_UPDATED,
         message_id,
         storable_text(content),
         status,
@@ -226,7 +243,8 @@ async def page_messages_json(
 
 
 async def search_messages(db: Executor, *, user_id: uuid.UUID, query: str, limit: int) -> list[SearchHit]:
-    """Full-text search over the messages of `user_id`'s sessions, best match first, newest first among equals.
+    """Full-text search over the active branch of `user_id`'s sessions (what their histories show), best match
+    first, newest first among equals.
 
     `websearch_to_tsquery` accepts any text (quotes, `or`, `-word`) without syntax errors.
     """
@@ -237,7 +255,7 @@ async def search_messages(db: Executor, *, user_id: uuid.UUID, query: str, limit
         " FROM websearch_to_tsquery('simple', $2) AS q,"
         " LATERAL (SELECT m.session_id, m.id, m.seq, m.content FROM messages m"
         "  JOIN sessions s ON s.id = m.session_id"
-        "  WHERE s.user_id = $1 AND m.search @@ q"
+        "  WHERE s.user_id = $1 AND m.on_branch AND m.search @@ q"
         "  ORDER BY ts_rank(m.search, q) DESC, m.created_at DESC, m.id LIMIT $3) AS hit",
         user_id,
         query,

@@ -13,7 +13,7 @@ from typing import Literal
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from chinwag.db.messages import storable_text
+from chinwag.db.messages import RETURNING_NEW, storable_text
 from chinwag.db.sessions import Executor
 from chinwag.schemas.messages import Message
 
@@ -92,12 +92,12 @@ async def start_with_message(
             " INSERT INTO runs (id, session_id, client_id, owner, heartbeat_at, user_message_id)"
             " VALUES ($1, $2, $3, $4, now(), $5) RETURNING id),"
             " s AS ("
-            " UPDATE sessions SET message_count = message_count + 1, updated_at = now(), active_run_id = $1"
-            " WHERE id = $2 RETURNING message_count)"
-            " INSERT INTO messages (id, session_id, seq, role, content, status, run_id, client_id)"
-            " SELECT $5, $2, s.message_count, 'user', $6, 'complete', r.id, $7 FROM s, r"
-            " RETURNING id::text AS id, seq, role, content, status, tool, run_id::text AS run_id, client_id, usage,"
-            " created_at",
+            " UPDATE sessions s SET message_count = s.message_count + 1, leaf_seq = s.message_count + 1,"
+            " updated_at = now(), active_run_id = $1"
+            " FROM (SELECT id, leaf_seq FROM sessions WHERE id = $2 FOR UPDATE) o WHERE s.id = o.id"
+            " RETURNING s.message_count, coalesce(o.leaf_seq, 0) AS parent)"
+            " INSERT INTO messages AS m (id, session_id, seq, parent_seq, role, content, status, run_id, client_id)"
+            " SELECT $5, $2, s.message_count, s.parent, 'user', $6, 'complete', r.id, $7 FROM s, r" + RETURNING_NEW,
             run_id,
             session_id,
             client_id,

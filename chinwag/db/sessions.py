@@ -27,16 +27,19 @@ _INSERT = (
     "INSERT INTO sessions (user_id, title, model, instructions, mcp_servers, settings)"
     " VALUES ($1, $2, $3, $4, $5, $6)"
     " RETURNING id::text AS id, title, model, instructions, mcp_servers, settings, pinned, message_count,"
-    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
+    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, leaf_seq, created_at,"
+    " updated_at"
 )
 GET_ONE = (
     "SELECT id::text AS id, title, model, instructions, mcp_servers, settings, pinned, message_count,"
-    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
+    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, leaf_seq, created_at,"
+    " updated_at"
     " FROM sessions WHERE id = $1 AND user_id = $2"
 )
 LIST_FIRST = (
     "SELECT id::text AS id, title, model, instructions, mcp_servers, settings, pinned, message_count,"
-    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
+    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, leaf_seq, created_at,"
+    " updated_at"
     " FROM sessions WHERE user_id = $1"
     " ORDER BY sessions.pinned DESC, sessions.updated_at DESC, sessions.id DESC LIMIT $2"
 )
@@ -44,7 +47,8 @@ LIST_FIRST = (
 # because `id` alone would name the `id::text` output column, whose order is not the index's.
 LIST_AFTER = (
     "SELECT id::text AS id, title, model, instructions, mcp_servers, settings, pinned, message_count,"
-    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
+    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, leaf_seq, created_at,"
+    " updated_at"
     " FROM sessions WHERE user_id = $1 AND (sessions.pinned, sessions.updated_at, sessions.id) < ($2, $3, $4)"
     " ORDER BY sessions.pinned DESC, sessions.updated_at DESC, sessions.id DESC LIMIT $5"
 )
@@ -61,7 +65,8 @@ _UPDATE = (
     " updated_at = now()"
     " WHERE id = $1 AND user_id = $2"
     " RETURNING id::text AS id, title, model, instructions, mcp_servers, settings, pinned, message_count,"
-    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
+    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, leaf_seq, created_at,"
+    " updated_at"
 )
 OWNED = "SELECT true FROM sessions WHERE id = $1 AND user_id = $2"
 _UPDATABLE = ("title", "pinned", "model", "instructions", "mcp_servers", "settings")

@@ -21,15 +21,18 @@ from chinwag.errors import UNAVAILABLE_ERRORS, BadRequest, ChinwagError, Invalid
 from chinwag.middleware.auth import auth_unavailable_from_scope, bearer_token, user_from_scope
 from chinwag.schemas.users import User
 from chinwag.services.auth_service import AuthService
+from chinwag.services.branches import BranchStart
 from chinwag.services.chat_service import ChatService
 from chinwag.websocket.events import (
     ActiveRun,
+    EditFrame,
     ErrorCode,
     InterruptFrame,
     MessageFrame,
     PingFrame,
     Pong,
     Ready,
+    RegenerateFrame,
     ResumeFrame,
     check_content,
     encode,
@@ -241,6 +244,20 @@ async def _handle(
                 content=frame.content,
                 client_id=frame.client_id,
                 file_ids=frame.file_ids,
+            )
+        elif isinstance(frame, EditFrame | RegenerateFrame):
+            if isinstance(frame, EditFrame):
+                check_content(frame.content, max_chars=chat.settings.max_message_chars)
+            if not await credential.still_valid():
+                return
+            edit = isinstance(frame, EditFrame)
+            await chat.start_run(
+                user_id=user.id,
+                session_id=session_id,
+                content=frame.content if isinstance(frame, EditFrame) else "",
+                client_id=frame.client_id,
+                file_ids=frame.file_ids if isinstance(frame, EditFrame) else (),
+                branch=BranchStart(kind="edit" if edit else "regenerate", seq=frame.seq),
             )
         elif isinstance(frame, InterruptFrame):
             await chat.interrupt(session_id=session_id)

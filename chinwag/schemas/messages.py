@@ -8,7 +8,7 @@ from typing import Literal
 
 import asyncpg
 import orjson
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 from chinwag.schemas.sessions import TokenUsage
 
@@ -45,6 +45,10 @@ class Message(BaseModel):
     """Of an assistant message: the reasoning the model streamed (`reasoning_delta`), shown to the user and never
     sent back to the model as text; null when it streamed none."""
     created_at: datetime
+    parent_seq: int | None = None
+    """The message before this one on its branch; null for the first."""
+    sibling_seqs: list[int] = Field(default_factory=list)
+    """Seqs of the messages with the same parent and role (versions of this one), ascending, itself included."""
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> Message:

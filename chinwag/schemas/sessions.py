@@ -89,6 +89,7 @@ class Session(BaseModel):
     usage: TokenUsage
     context: ContextSize
     active_run_id: str | None
+    leaf_seq: int | None = Field(default=None, description="the last message of the active branch; null when empty")
     created_at: datetime
     updated_at: datetime
 

@@ -26,6 +26,8 @@ from chinwag.errors import Busy, NotFound, RateLimited, ServiceUnavailable
 from chinwag.schemas.messages import Message
 from chinwag.schemas.sessions import Session
 from chinwag.services.agent_builder import RunDeps
+from chinwag.services.branches import BranchStart
+from chinwag.services.branches import claim as claim_branch_run
 from chinwag.services.dead_runs import tell_dead_runs
 from chinwag.services.file_context import check_file_ids
 from chinwag.services.images import check_images
@@ -127,10 +129,13 @@ class ChatService:
         content: str,
         client_id: str | None = None,
         file_ids: Sequence[str] = (),
+        branch: BranchStart | None = None,
     ) -> str | None:
         """Start a run for this user message; returns its id, or None when `client_id` was seen before in the
         session (nothing new starts). `Busy` while another run is active; `NotFound` for a session not the user's;
-        `BadRequest` for unknown `file_ids`. The caller has checked the content."""
+        `BadRequest` for unknown `file_ids`. The caller has checked the content. With `branch`, the run is an
+        `edit` (a new version of a user message, `content`) or a `regenerate` (no new message: `content` unused);
+        `BadRequest` when its seq is not a user message on the active branch."""
         session = await self._sessions().get(user_id=user_id, session_id=session_id)
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
         await check_images(
@@ -145,7 +150,7 @@ class ChatService:
         try:
             try:
                 run_id = await self._start(
-                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids
+                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids, branch=branch
                 )
             except Busy:
                 # The slot may be held by a run of ours that ended while the database was away: write those ends
@@ -154,7 +159,7 @@ class ChatService:
                 if waiting == 0 or await self.flush_pending() == waiting:
                     raise
                 run_id = await self._start(
-                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids
+                    session, user_id=user_id, content=content, client_id=client_id, file_ids=file_ids, branch=branch
                 )
         except BaseException:
             await self._uncount(rate_key)  # refused (busy, say): it does not count
@@ -189,24 +194,32 @@ class ChatService:
         return key
 
     async def _start(
-        self, session: Session, *, user_id: str, content: str, client_id: str | None, file_ids: Sequence[str]
+        self,
+        session: Session,
+        *,
+        user_id: str,
+        content: str,
+        client_id: str | None,
+        file_ids: Sequence[str],
+        branch: BranchStart | None = None,
     ) -> str | None:
-        """Claim the run slot with the user message, announce it (`user_message`), and hand the run to the
-        supervisor. Whatever fails before the run's task owns them is undone by `undo`."""
+        """Claim the run slot with the user message, announce it (`user_message`; a regenerate has no new one), and
+        hand the run to the supervisor. Whatever fails before the run's task owns them is undone by `undo`."""
         if self.supervisor.closing:
             raise ServiceUnavailable(SHUTTING_DOWN)
         async with contextlib.AsyncExitStack() as undo:
             # Subscribed before the run is visible to other sockets (its row), so that no interrupt can be missed.
             interrupts = await RunInterrupts.listen(self.deps.bus, session.id)
             undo.push_async_callback(interrupts.close)
-            claimed = await self._claim_slot(session, content=content, client_id=client_id)
+            claimed = await self._claim_slot(session, content=content, client_id=client_id, branch=branch)
             if claimed is None:
                 return None
-            record, message = claimed
+            record, message, input_stored = claimed
             undo.push_async_callback(self._unstart, record.id, session.id)
             await self.deps.buffers.open(record.id, session.id)
             channel = RunChannel(run_id=record.id, session_id=session.id, buffers=self.deps.buffers, bus=self.deps.bus)
-            await channel.emit(UserMessageEvent(message=message))
+            if branch is None or branch.kind == "edit":
+                await channel.emit(UserMessageEvent(message=message))
             run = ChatRun(
                 self.deps,
                 user_id=user_id,
@@ -215,6 +228,7 @@ class ChatService:
                 channel=channel,
                 interrupts=interrupts,
                 file_ids=file_ids,
+                input_stored=input_stored,
             )
             task = self.supervisor.spawn(run.run(), name=f"run-{record.id}")
             undo.pop_all()  # the run's task owns its interrupts, buffer and slot now
@@ -224,15 +238,22 @@ class ChatService:
         return record.id
 
     async def _claim_slot(
-        self, session: Session, *, content: str, client_id: str | None
-    ) -> tuple[runs_db.RunRecord, Message] | None:
-        """The run slot, the user message and the session's active run: one statement, one round trip. None when
-        `client_id` was seen before in the session; `Busy` while another run holds the slot."""
+        self, session: Session, *, content: str, client_id: str | None, branch: BranchStart | None = None
+    ) -> tuple[runs_db.RunRecord, Message, bool] | None:
+        """The run slot, the user message and the session's active run: one statement, one round trip (with
+        `branch`, one transaction that changes the branch too). None when `client_id` was seen before in the session;
+        `Busy` while another run holds the slot. The flag: Layer 1 holds the user message already (a regenerate)."""
         sid = uuid.UUID(session.id)
         try:
-            return await runs_db.start_with_message(
+            if branch is not None:
+                claimed = await claim_branch_run(
+                    self.deps.pool, branch, session_id=sid, client_id=client_id, owner=self.instance_id, content=content
+                )
+                return claimed.run, claimed.message, claimed.input_stored
+            record, message = await runs_db.start_with_message(
                 self.deps.pool, session_id=sid, client_id=client_id, owner=self.instance_id, content=content
             )
+            return record, message, False
         except LookupError:
             raise NotFound("session not found") from None
         except runs_db.DuplicateClientId:

@@ -61,6 +61,9 @@ class PostgresSession:
         self.pool = pool
         self.counter = counter
         self.turn_seq = turn_seq
+        self.answer_seq: int | None = None
+        """The Layer 2 seq of the run's assistant message: what the run adds besides the user's input belongs to it
+        (so that a regenerated answer replaces this one in the view of its branch)."""
         self.added_ids: list[int] = []
         """Ids of the rows this object added, in order (the current run's items)."""
 
@@ -91,7 +94,12 @@ class PostgresSession:
             # The turn is known (a run's items): lock and insert in one statement, one round trip.
             async with self.pool.acquire() as conn:
                 added = await db.append_items(
-                    conn, session_id=self.session_id, rows=[(item, tokens, explicit) for item, tokens in counted]
+                    conn,
+                    session_id=self.session_id,
+                    rows=[
+                        (item, tokens, explicit, explicit if is_user_message(item) else self.answer_seq)
+                        for item, tokens in counted
+                    ],
                 )
             if added is None:
                 raise LookupError(f"session {self.session_id} does not exist")
@@ -99,14 +107,12 @@ class PostgresSession:
             return added
         async with self.pool.acquire() as conn, conn.transaction():
             last = await db.lock_session_turn(conn, session_id=self.session_id)
-            rows: list[tuple[Item, int, int | None]] = []
+            rows: list[db.Row] = []
             current = last if last is not None else 0
             for item, tokens in counted:
-                if explicit is not None:
-                    current = explicit
-                elif is_user_message(item):
+                if is_user_message(item):
                     current += 1
-                rows.append((item, tokens, current))
+                rows.append((item, tokens, current, None))
             ids = await db.insert_items(conn, session_id=self.session_id, rows=rows)
         self.added_ids.extend(ids)
         return ids
@@ -154,7 +160,7 @@ class PostgresSession:
             if not dangling:
                 return []
             start = dangling[0]
-            new_rows: list[tuple[Item, int, int | None]] = []
+            new_rows: list[db.Row] = []
             origin: list[int | None] = []  # the old id of each new row (None: synthetic)
             pending: list[db.ContextRow] = []
             closed: list[str] = []
@@ -166,13 +172,13 @@ class PostgresSession:
                         closed.append(call_id)  # no output shape we can fake: the call itself goes
                         continue
                     pending.append(row)
-                new_rows.append((row.item, row.tokens, row.turn_seq))
+                new_rows.append((row.item, row.tokens, row.turn_seq, row.message_seq))
                 origin.append(row.id)
                 next_is_call = index + 1 < len(rows) and call_id_of_call(rows[index + 1].item) is not None
                 if pending and not next_is_call:
                     for call in pending:
                         item = synthetic_output(call.item, output)
-                        new_rows.append((item, self.counter.count_item(item), call.turn_seq))
+                        new_rows.append((item, self.counter.count_item(item), call.turn_seq, call.message_seq))
                         origin.append(None)
                         closed.append(str(call.item["call_id"]))
                     pending = []
@@ -191,12 +197,12 @@ class PostgresSession:
             rows = await db.list_items(conn, session_id=self.session_id)
             if not rows:
                 return
-            new_rows: list[tuple[Item, int, int | None]] = []
+            new_rows: list[db.Row] = []
             origin: list[int] = []
             for row in rows:
                 item = plain_item(row.item)
                 if item is not None:
-                    new_rows.append((item, self.counter.count_item(item), row.turn_seq))
+                    new_rows.append((item, self.counter.count_item(item), row.turn_seq, row.message_seq))
                     origin.append(row.id)
             ids = await db.replace_from(conn, session_id=self.session_id, from_id=rows[0].id, rows=new_rows)
         mine = set(self.added_ids)

@@ -115,6 +115,7 @@ class ChatRun:
         channel: RunChannel,
         interrupts: RunInterrupts,
         file_ids: Sequence[str] = (),
+        input_stored: bool = False,
     ) -> None:
         self.deps = deps
         self.user_id = user_id
@@ -123,6 +124,8 @@ class ChatRun:
         self.channel = channel
         self.run_id = channel.run_id
         self.file_ids = list(file_ids)
+        self.input_stored = input_stored
+        """Layer 1 holds the user message already (a regenerated answer): the run sends the model no new input."""
         self.window = deps.llm.catalog.context_window(session.model)
         self.sessions = SessionService(deps.pool, deps.settings, window=deps.llm.catalog.context_window)
         self.writer = RunWriter(deps, self.sessions, run_id=self.run_id, session_id=session.id)
@@ -274,6 +277,7 @@ class ChatRun:
             raise assistant
         # The row exists: the client hears of it, and `_finish` ends it, whatever else failed.
         self.assistant_message_id = assistant.id
+        store.answer_seq = assistant.seq  # what the run adds to Layer 1 belongs to this answer
         await self.channel.emit(AssistantStart(message_id=assistant.id))
         if isinstance(files, BaseException):
             raise files
@@ -353,7 +357,10 @@ class ChatRun:
                 result.cancel("immediate")
 
     def _new_input(self, image_parts: list[dict[str, Any]]) -> str | list[Any]:
-        """The user message as the model gets it: its text, with its images when it names image files."""
+        """The user message as the model gets it: its text, with its images when it names image files; nothing when
+        Layer 1 holds it already (a regenerated answer)."""
+        if self.input_stored:
+            return []
         if not image_parts:
             return self.user_message.content
         text = {"type": "input_text", "text": self.user_message.content}

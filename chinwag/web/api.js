@@ -198,6 +198,7 @@ export const createSession = (body = {}) => request('POST', '/sessions', { body 
 export const updateSession = (id, body) => request('PATCH', `/sessions/${encodeURIComponent(id)}`, { body });
 export const deleteSession = (id) => request('DELETE', `/sessions/${encodeURIComponent(id)}`);
 export const messages = (id, query) => request('GET', `/sessions/${encodeURIComponent(id)}/messages`, { query });
+export const switchBranch = (id, seq) => request('POST', `/sessions/${encodeURIComponent(id)}/branch`, { body: { seq } });
 export const search = (q) => request('GET', '/search', { query: { q, limit: 20 } });
 export const listFiles = (id) => request('GET', `/sessions/${encodeURIComponent(id)}/files`);
 export const deleteFile = (id, fileId) =>
@@ -239,4 +240,25 @@ export async function fileObjectUrl(sessionId, fileId) {
   });
   if (!answer.ok) throw await errorOf(answer);
   return URL.createObjectURL(await answer.blob());
+}
+
+/** A session's export as a Blob and the file name the server gave it (`format`: 'json' or 'markdown'). */
+export async function exportSession(sessionId, format) {
+  const answer = await fetch(url(`/sessions/${encodeURIComponent(sessionId)}/export`, { format }), {
+    headers: { Authorization: `Bearer ${await accessToken()}` },
+  });
+  if (!answer.ok) throw await errorOf(answer);
+  return { blob: await answer.blob(), filename: filenameOf(answer.headers.get('Content-Disposition')) };
+}
+
+function filenameOf(disposition) {
+  const encoded = /filename\*=UTF-8''([^;]+)/i.exec(disposition || '');
+  if (encoded) {
+    try {
+      return decodeURIComponent(encoded[1]);
+    } catch {
+      /* fall through */
+    }
+  }
+  return /filename="([^"]+)"/i.exec(disposition || '')?.[1] ?? null;
 }

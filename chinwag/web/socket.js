@@ -144,6 +144,12 @@ export class ChatSocket {
     return this.raw({ type: 'interrupt' });
   }
 
+  /** An `edit` or `regenerate` frame, sent now or not at all (false: the socket is not open). Not queued like a
+   * message: the view has changed the branch it shows for it, and a late resend would surprise. */
+  sendBranch(frame) {
+    return this.raw({ ...frame, client_id: uuid() });
+  }
+
   raw(frame) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify(frame));

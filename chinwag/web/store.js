@@ -25,6 +25,7 @@ export function newChat(sessionId) {
     attachments: [], // {key, file (the browser's), progress, uploaded (File) | null, error, preview}
     files: [],
     error: null, // {message, retry?: () => void}
+    expected: null, // an edit or regenerate sent, its run not seen yet: {kind, user?}
     net: 'connecting',
   };
 }
@@ -42,6 +43,7 @@ export function newRun(runId) {
     finish_reason: null,
     usage: null,
     error: null,
+    regenerated: false, // a new answer to `user`, which the history shows already
   };
 }
 

@@ -8,6 +8,7 @@
 // answer so far is rebuilt from events, then continues live.
 
 import * as api from './api.js';
+import { renderActions } from './message-actions.js';
 import { assistantMessage, fieldsOf, forMessage, toolMessage, userMessage } from './messages.js';
 import { ChatSocket } from './socket.js';
 import { emit, newChat, newRun, on, state, upsertSession } from './store.js';
@@ -190,8 +191,11 @@ const renderLive = frameThrottle(() => emit('run'));
 function onFrame(chat, frame) {
   if (state.chat !== chat) return;
   if (frame.type === 'session_updated') {
+    const moved = chat.session && frame.session.leaf_seq !== chat.session.leaf_seq;
     upsertSession(frame.session);
     emit('chat');
+    // Another tab switched the branch: show the one now active (a run of ours reloads when it ends).
+    if (moved && !isRunning(chat) && !chat.expected) loadNewest(chat).catch((error) => showError(error.detail));
     return;
   }
   if (frame.type === 'pong') return;
@@ -206,13 +210,30 @@ function onFrame(chat, frame) {
     } else if (frame.code !== 'not_found') {
       chat.error = { message: frame.message };
     }
+    if (chat.expected) {
+      // An edit or regenerate was refused (busy, say): show the branch as it still is.
+      chat.expected = null;
+      loadNewest(chat).catch((e) => showError(e.detail));
+    }
     emit('error', 'run');
     return;
   }
   let run = chat.runs.get(frame.run_id);
   if (!run) {
-    if (frame.type !== 'user_message') return; // a run this page does not follow from its start
+    const regenerated = frame.type === 'assistant_start' && chat.expected?.kind === 'regenerate';
+    if (frame.type === 'assistant_end' && !isRunning(chat)) {
+      // A run this page did not follow (another tab's regenerate, say) changed the branch: show the one now active.
+      loadNewest(chat).catch((error) => showError(error.detail));
+      return;
+    }
+    if (frame.type !== 'user_message' && !regenerated) return; // a run this page does not follow from its start
     run = newRun(frame.run_id);
+    if (regenerated) {
+      // A new answer to a question already shown: the run has no user_message of its own.
+      run.user = chat.expected.user;
+      run.regenerated = true;
+    }
+    chat.expected = null;
     chat.runs.set(frame.run_id, run);
   }
   switch (frame.type) {
@@ -270,7 +291,7 @@ function onFrame(chat, frame) {
 async function finishRun(chat, run) {
   emit('run', 'chat');
   try {
-    if (run.user) {
+    if (run.user && !run.regenerated) {
       const page = await api.messages(chat.sessionId, { after: run.user.seq - 1, limit: 100 });
       if (state.chat !== chat) return;
       for (const m of page.items) chat.messages.set(m.seq, m);
@@ -349,6 +370,71 @@ function interrupt() {
   if (socket && [...state.chat.runs.values()].some((r) => !r.ended)) socket.interrupt();
 }
 
+// --- branches: regenerate, edit, versions ------------------------------------------------------------------------
+
+/** Hide what follows `seq` on the branch shown (its seqs grow from root to leaf): a new version replaces it. */
+function truncateAfter(chat, seq) {
+  for (const key of [...chat.messages.keys()]) if (key > seq) chat.messages.delete(key);
+  chat.hasNewer = false;
+}
+
+const branchHandlers = {
+  regenerate(answer) {
+    const chat = state.chat;
+    const question = chat.messages.get(answer.parent_seq);
+    if (!socket?.sendBranch({ type: 'regenerate', seq: answer.parent_seq })) return showError('Not connected: try again in a moment.');
+    chat.error = null;
+    chat.expected = { kind: 'regenerate', user: question ?? { seq: answer.parent_seq, content: '' } };
+    truncateAfter(chat, answer.parent_seq);
+    view.stickToBottom = true;
+    emit('chat', 'run', 'error');
+  },
+  edit(message, content) {
+    const chat = state.chat;
+    const max = state.config?.limits?.max_message_chars;
+    if (max && content.length > max) {
+      showError(`The message is longer than ${formatNumber(max)} characters.`);
+      return false;
+    }
+    if (!socket?.sendBranch({ type: 'edit', seq: message.seq, content })) {
+      showError('Not connected: try again in a moment.');
+      return false;
+    }
+    chat.error = null;
+    chat.expected = { kind: 'edit' };
+    truncateAfter(chat, message.seq - 1);
+    view.stickToBottom = true;
+    emit('chat', 'run', 'error');
+    return true;
+  },
+  async version(seq) {
+    const chat = state.chat;
+    try {
+      const session = await api.switchBranch(chat.sessionId, seq);
+      if (state.chat !== chat) return;
+      upsertSession(session);
+      await loadNewest(chat);
+    } catch (error) {
+      showError(error.detail);
+    }
+  },
+};
+
+async function download(format) {
+  const chat = state.chat;
+  if (!chat?.sessionId) return;
+  try {
+    const { blob, filename } = await api.exportSession(chat.sessionId, format);
+    const link = h('a', { href: URL.createObjectURL(blob), download: filename || `chat.${format === 'json' ? 'json' : 'md'}`, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+  } catch (error) {
+    showError(error.detail);
+  }
+}
+
 export function showError(message) {
   if (!state.chat) return;
   state.chat.error = { message: message || 'Something went wrong.' };
@@ -367,6 +453,26 @@ export function renderChat(root, { toggleSidebar }) {
   const meter = h('meter', { min: 0, max: 1, value: 0, 'aria-hidden': 'true' });
   const context = h('p', { role: 'status', 'aria-label': 'Context', class: 'ctx', title: 'Tokens the model sees next turn / its context window' }, meter, contextText);
   const net = h('span', { class: 'net', 'aria-live': 'polite' });
+  const exportButton = h('button', { type: 'button', class: 'secondary small', 'aria-haspopup': 'true', 'aria-expanded': 'false', title: 'Download this chat' }, 'Export');
+  const exportMenu = h(
+    'div',
+    { class: 'export-menu', hidden: true },
+    h('button', { type: 'button', onclick: () => download('json'), title: 'Every version of every message, as JSON' }, 'Download JSON'),
+    h('button', { type: 'button', onclick: () => download('markdown'), title: 'The versions shown, as Markdown' }, 'Download Markdown'),
+  );
+  const exportBox = h('div', { class: 'export' }, exportButton, exportMenu);
+  const closeExport = () => {
+    exportMenu.hidden = true;
+    exportButton.setAttribute('aria-expanded', 'false');
+  };
+  exportButton.addEventListener('click', () => {
+    exportMenu.hidden = !exportMenu.hidden;
+    exportButton.setAttribute('aria-expanded', String(!exportMenu.hidden));
+  });
+  exportMenu.addEventListener('click', closeExport);
+  document.addEventListener('click', (event) => {
+    if (!exportBox.contains(event.target)) closeExport();
+  });
   const filesSlot = h('div', { class: 'files-slot' });
   const topSentinel = h('div', { class: 'sentinel', 'aria-hidden': 'true' });
   const bottomSentinel = h('div', { class: 'sentinel', 'aria-hidden': 'true' });
@@ -384,7 +490,7 @@ export function renderChat(root, { toggleSidebar }) {
   const form = h('form', { class: 'composer' }, attachmentsSlot, h('div', { class: 'composer-row' }, composer, actions));
 
   root.replaceChildren(
-    h('header', { class: 'chat-head' }, menu, title, net, h('span', { class: 'spacer' }), model, settingsButton, context),
+    h('header', { class: 'chat-head' }, menu, title, net, h('span', { class: 'spacer' }), exportBox, model, settingsButton, context),
     filesSlot,
     conversation,
     alertSlot,
@@ -500,6 +606,8 @@ export function renderChat(root, { toggleSidebar }) {
       if (!row || row.message !== message) {
         const v = row && row.message.role === message.role ? row.view : forMessage(message);
         v.set(fieldsOf(message, view.servers));
+        const slot = v.el.querySelector('.msg-actions');
+        if (slot) renderActions(slot, message, branchHandlers);
         row = { message, view: v };
         rows.set(seq, row);
       }
@@ -521,11 +629,15 @@ export function renderChat(root, { toggleSidebar }) {
       }
       if (!run.user) continue; // resumed: the events up to user_message are on their way
       const base = run.user.seq;
-      v.user.set({ seq: base, content: run.user.content });
-      nodes.push(v.user.el);
+      if (!run.regenerated) {
+        // A regenerated answer's question is in the history already; its answer's seq is known once it is stored.
+        v.user.set({ seq: base, content: run.user.content });
+        nodes.push(v.user.el);
+      }
+      const seqOf = (offset) => (run.regenerated ? null : base + offset);
       if (run.assistantId) {
         const status = !run.ended ? 'streaming' : run.finish_reason === 'stop' ? 'complete' : run.finish_reason;
-        v.assistant.set({ seq: base + 1, content: run.text, reasoning: run.reasoning, status, usage: run.usage });
+        v.assistant.set({ seq: seqOf(1), content: run.text, reasoning: run.reasoning, status, usage: run.usage });
         nodes.push(v.assistant.el);
       }
       const done = run.tools.filter((t) => t.order !== null).sort((a, b) => a.order - b.order);
@@ -533,7 +645,7 @@ export function renderChat(root, { toggleSidebar }) {
       for (const [i, tool] of [...done, ...open].entries()) {
         let tv = v.tools.get(tool.call_id);
         if (!tv) v.tools.set(tool.call_id, (tv = toolMessage()));
-        tv.set({ seq: tool.order === null ? null : base + 1 + i + 1, tool });
+        tv.set({ seq: tool.order === null ? null : seqOf(1 + i + 1), tool });
         nodes.push(tv.el);
       }
     }

@@ -50,6 +50,31 @@ class MessageFrame(_Inbound):
     ] = Field(default_factory=list)
 
 
+Seq = Annotated[StrictInt, Field(ge=1, le=2_147_483_647)]
+
+
+class RegenerateFrame(_Inbound):
+    """Answer user message `seq` (on the active branch; default: its last user message) again: the new answer hangs
+    beside the earlier ones and becomes the active branch."""
+
+    type: Literal["regenerate"]
+    seq: Seq | None = None
+    client_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_CLIENT_ID_CHARS)] | None = None
+
+
+class EditFrame(_Inbound):
+    """A new version of user message `seq` (on the active branch): it hangs beside it, becomes the active branch,
+    and a run answers it."""
+
+    type: Literal["edit"]
+    seq: Seq
+    content: StrictStr
+    client_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_CLIENT_ID_CHARS)] | None = None
+    file_ids: Annotated[
+        list[Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]], Field(max_length=MAX_FILE_IDS)
+    ] = Field(default_factory=list)
+
+
 class InterruptFrame(_Inbound):
     """Stop the session's active run."""
 
@@ -70,11 +95,12 @@ class PingFrame(_Inbound):
     type: Literal["ping"]
 
 
-ClientFrame = Annotated[MessageFrame | InterruptFrame | ResumeFrame | PingFrame, Field(discriminator="type")]
-_client_frames: TypeAdapter[MessageFrame | InterruptFrame | ResumeFrame | PingFrame] = TypeAdapter(ClientFrame)
+AnyClientFrame = MessageFrame | RegenerateFrame | EditFrame | InterruptFrame | ResumeFrame | PingFrame
+ClientFrame = Annotated[AnyClientFrame, Field(discriminator="type")]
+_client_frames: TypeAdapter[AnyClientFrame] = TypeAdapter(ClientFrame)
 
 
-def parse_client_frame(text: str) -> MessageFrame | InterruptFrame | ResumeFrame | PingFrame:
+def parse_client_frame(text: str) -> AnyClientFrame:
     """One inbound text frame, or `BadRequest` saying what is wrong with it."""
     try:
         data = orjson.loads(text)

@@ -82,6 +82,9 @@ ROWS: dict[tuple[str, str], Row] = {
     ("DELETE", "/api/v1/sessions/{session_id}"): Row("resource", 204),
     ("GET", "/api/v1/sessions/{session_id}/messages"): Row("resource", 200),
     ("GET", "/api/v1/sessions/{session_id}/context"): Row("resource", 200),
+    ("POST", "/api/v1/sessions/{session_id}/branch"): Row("resource", 200, json={"seq": 1}),
+    ("GET", "/api/v1/sessions/{session_id}/export"): Row("resource", 200, params={"format": "markdown"}),
+    ("POST", "/api/v1/sessions/import"): Row("mine", 201, json={"messages": [{"role": "user", "content": "hi"}]}),
     ("POST", "/api/v1/sessions/{session_id}/files"): Row("resource", 201, upload=True),
     ("GET", "/api/v1/sessions/{session_id}/files"): Row("resource", 200),
     ("GET", "/api/v1/sessions/{session_id}/files/{file_id}"): Row("resource", 200),
@@ -126,7 +129,10 @@ class Resources:
 
     async def make(self) -> dict[str, str]:
         headers = self.owner.headers
-        session_id = (await self.client.post("/api/v1/sessions", json={}, headers=headers)).json()["id"]
+        # Imported, so that it holds messages (a branch to switch to).
+        conversation = {"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]}
+        imported = await self.client.post("/api/v1/sessions/import", json=conversation, headers=headers)
+        session_id = imported.json()["id"]
         upload = await self.client.post(
             f"/api/v1/sessions/{session_id}/files", files={"file": ("a.txt", b"hello", "text/plain")}, headers=headers
         )

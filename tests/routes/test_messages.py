@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from typing import Any
 
@@ -9,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
+from chinwag.db import branches as branches_db
 from chinwag.db.messages import append_message
 from chinwag.schemas.messages import ToolCall
 from chinwag.schemas.sessions import TokenUsage
@@ -27,6 +29,8 @@ MESSAGE_KEYS = {
     "finish_reason",
     "reasoning",
     "created_at",
+    "parent_seq",
+    "sibling_seqs",
 }
 
 
@@ -175,3 +179,79 @@ async def test_bad_queries_are_422(
     response = await client.get(f"/sessions/{session_id}/messages", params=params, headers=alice.headers)
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "validation_error"
+
+
+def _branchy_tree(branches: int, per_branch: int, seed: int = 7) -> dict[int, int | None]:
+    """seq -> parent of a session of `branches` chains of `per_branch` messages: the first from the root, each
+    other forking from a random message made before it."""
+    rng = random.Random(seed)
+    parents: dict[int, int | None] = {}
+    for branch in range(branches):
+        parent = None if branch == 0 else rng.randint(1, len(parents))
+        for _ in range(per_branch):
+            seq = len(parents) + 1
+            parents[seq] = parent
+            parent = seq
+    return parents
+
+
+def _path_to(parents: dict[int, int | None], leaf: int) -> list[int]:
+    path: list[int] = []
+    node: int | None = leaf
+    while node is not None:
+        path.append(node)
+        node = parents[node]
+    return path[::-1]
+
+
+async def _all_pages(client: httpx.AsyncClient, user: TestUser, session_id: str, *, backward: bool) -> list[int]:
+    seqs: list[int] = []
+    params: dict[str, Any] = {"limit": 100} if backward else {"limit": 100, "after": 0}
+    while True:
+        page = await _page(client, user, session_id, **params)
+        got = _seqs(page)
+        assert got == sorted(got)
+        seqs = got + seqs if backward else seqs + got
+        if not page["has_more"]:
+            return seqs
+        params = {"limit": 100, "before": got[0]} if backward else {"limit": 100, "after": got[-1]}
+
+
+async def test_paging_the_active_branch_of_10000_messages_in_50_branches(
+    client: httpx.AsyncClient, alice: TestUser, app_pool: asyncpg.Pool
+) -> None:
+    parents = _branchy_tree(50, 200)
+    response = await client.post("/sessions", json={"title": "branches"}, headers=alice.headers)
+    session_id = response.json()["id"]
+    sid = uuid.UUID(session_id)
+    # Loaded with COPY, every message off the branch; then the branch is switched to the newest leaf by the server's
+    # own switch, which walks up from it and sets the flags.
+    records = [
+        (sid, seq, 0 if parent is None else parent, "user" if seq % 2 else "assistant", f"m{seq}", False)
+        for seq, parent in parents.items()
+    ]
+    await app_pool.copy_records_to_table(
+        "messages", records=records, columns=["session_id", "seq", "parent_seq", "role", "content", "on_branch"]
+    )
+    await app_pool.execute("UPDATE sessions SET message_count = $2 WHERE id = $1", sid, len(parents))
+    async with app_pool.acquire() as conn, conn.transaction():
+        await branches_db.lock_session(conn, session_id=sid)
+        await branches_db.set_leaf(conn, session_id=sid, leaf=len(parents))
+
+    expected = _path_to(parents, len(parents))
+    assert len(expected) > 200  # the newest branch forks from another: it is deeper than one chain
+    assert await _all_pages(client, alice, session_id, backward=True) == expected
+    assert await _all_pages(client, alice, session_id, backward=False) == expected
+
+    # Switch to a message of the third branch: the branch through it, down to its newest leaf, pages the same way.
+    target = 2 * 200 + 57
+    response = await client.post(f"/sessions/{session_id}/branch", json={"seq": target}, headers=alice.headers)
+    assert response.status_code == 200, response.text
+    below = {seq for seq in parents if target in _path_to(parents, seq)}
+    expected = _path_to(parents, max(below))
+    assert response.json()["leaf_seq"] == expected[-1]
+    assert await _all_pages(client, alice, session_id, backward=True) == expected
+    assert await _all_pages(client, alice, session_id, backward=False) == expected
+    first = await _page(client, alice, session_id, limit=1, after=0)
+    children_of_root = sorted(seq for seq, parent in parents.items() if parent is None and seq % 2 == 1)
+    assert first["items"][0]["sibling_seqs"] == children_of_root

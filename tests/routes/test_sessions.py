@@ -26,6 +26,7 @@ SESSION_KEYS = {
     "usage",
     "context",
     "active_run_id",
+    "leaf_seq",
     "created_at",
     "updated_at",
 }

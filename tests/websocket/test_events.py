@@ -9,9 +9,11 @@ from chinwag.errors import BadRequest
 from chinwag.websocket.events import (
     AssistantEnd,
     ContextSize,
+    EditFrame,
     InterruptFrame,
     MessageFrame,
     PingFrame,
+    RegenerateFrame,
     ResumeFrame,
     Usage,
     check_content,
@@ -33,6 +35,13 @@ def test_parses_each_client_frame() -> None:
         type="resume", run_id="r", after_seq=3
     )
     assert parse_client_frame('{"type": "ping"}') == PingFrame(type="ping")
+    assert parse_client_frame('{"type": "regenerate"}') == RegenerateFrame(type="regenerate")
+    assert parse_client_frame('{"type": "regenerate", "seq": 3, "client_id": "c"}') == RegenerateFrame(
+        type="regenerate", seq=3, client_id="c"
+    )
+    assert parse_client_frame('{"type": "edit", "seq": 3, "content": "hi"}') == EditFrame(
+        type="edit", seq=3, content="hi"
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,6 +65,11 @@ def test_parses_each_client_frame() -> None:
         '{"type": "resume", "run_id": "r", "after_seq": -1}',
         '{"type": "resume", "run_id": "r", "after_seq": 1.5}',
         '{"type": "ping", "x": 1}',
+        '{"type": "regenerate", "seq": 0}',
+        '{"type": "regenerate", "seq": "3"}',
+        '{"type": "edit", "content": "x"}',
+        '{"type": "edit", "seq": 2}',
+        '{"type": "edit", "seq": 2, "content": "x", "file_ids": [1]}',
     ],
 )
 def test_rejects_bad_frames(text: str) -> None:
@@ -109,7 +123,18 @@ def test_encode_keeps_null_fields() -> None:
 
 def test_schema_names_every_frame() -> None:
     schema = json.dumps(wire_schema())
-    for name in ("message", "interrupt", "resume", "ping", "ready", "pong", "user_message", "assistant_start"):
+    for name in (
+        "message",
+        "regenerate",
+        "edit",
+        "interrupt",
+        "resume",
+        "ping",
+        "ready",
+        "pong",
+        "user_message",
+        "assistant_start",
+    ):
         assert f'"{name}"' in schema
     for name in ("text_delta", "tool_start", "tool_done", "assistant_end", "session_updated", "error"):
         assert f'"{name}"' in schema
