@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.trace import TracerProvider
 
 from chinwag import __version__
 from chinwag.config import Settings, load_or_create_secret
@@ -22,6 +23,10 @@ from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.body_limit import BodyLimitMiddleware
 from chinwag.middleware.client_address import ClientAddressMiddleware, TrustedProxies, parse_networks
 from chinwag.middleware.request_id import RequestIdMiddleware
+from chinwag.observability import tracing
+from chinwag.observability.metrics import Metrics, MetricsMiddleware, sampling
+from chinwag.observability.metrics import router as metrics_router
+from chinwag.observability.observer import Observer
 from chinwag.routes import admin, auth, files, health, messages, search, sessions, web
 from chinwag.routes import chat as chat_routes
 from chinwag.routes import config as config_routes
@@ -35,9 +40,12 @@ from chinwag.websocket.manager import ConnectionManager
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the application. Nothing is opened until the lifespan starts."""
+def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """Build the application. Nothing is opened until the lifespan starts. `tracer_provider`: where spans go (None:
+    an OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else no traces)."""
     mcp_config = load_mcp_config(settings.mcp_config)  # a bad file fails here, naming the server and field
+    own_provider = tracer_provider is None
+    provider = tracer_provider if tracer_provider is not None else tracing.otlp_provider()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,7 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.pool = await stack.enter_async_context(
                 open_pool(dsn, size=settings.db_pool_size, acquire_timeout=settings.db_acquire_timeout_s)
             )
-            app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config))
+            app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config, observer=app.state.observer))
             app.state.extractor = await stack.enter_async_context(ExtractPool.open(settings))
             app.state.rate_limiter = await stack.enter_async_context(open_rate_limiter(settings))
             app.state.search_slots = ConcurrencySlots()
@@ -63,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
                 limiter=app.state.rate_limiter,
                 passwords=PasswordHashing.from_settings(settings, executor=hashing),
             )
-            app.state.llm = await stack.enter_async_context(LlmClients.open(settings))
+            app.state.llm = await stack.enter_async_context(LlmClients.open(settings, observer=app.state.observer))
             # Runs stop (recorded as interrupted) before the pool, MCP servers and model clients close.
             app.state.chat = await stack.enter_async_context(
                 ChatService.open(
@@ -78,11 +86,19 @@ def create_app(settings: Settings) -> FastAPI:
             # Objects made during start-up live as long as the process: keep them out of full collections.
             gc.collect()
             gc.freeze()
+            if app.state.metrics is not None:
+                await stack.enter_async_context(
+                    sampling(app.state.metrics, pool=lambda: app.state.pool, mcp=lambda: app.state.mcp)
+                )
             logger.info("chinwag %s ready", __version__)
             yield
+        tracing.flush(provider)
 
     app = FastAPI(title="chinwag", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.metrics = Metrics() if settings.metrics else None
+    tracer = tracing.instrument(app, provider, libraries=own_provider) if provider is not None else None
+    app.state.observer = Observer(metrics=app.state.metrics, tracer=tracer)
     app.state.web_assets = web.WebAssets()
     install_error_handlers(app)
     # Innermost of the middleware (the body limit inside it reads who the caller is): a 503 either may answer still
@@ -103,6 +119,10 @@ def create_app(settings: Settings) -> FastAPI:
         )
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(ClientAddressMiddleware, proxies=TrustedProxies(parse_networks(settings.trusted_proxies)))
+    if app.state.metrics is not None:
+        # Outermost: the answers of every middleware (413, 429, 503) are counted too.
+        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+        app.include_router(metrics_router)
 
     app.include_router(health.router)
     # The history page is the busiest REST route: matched first, it skips the other routers' patterns.

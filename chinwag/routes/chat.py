@@ -19,6 +19,7 @@ from fastapi import APIRouter, WebSocket
 from chinwag.dependencies import Auth, Chat, Connections, Sessions
 from chinwag.errors import UNAVAILABLE_ERRORS, BadRequest, ChinwagError, InvalidToken, NotFound
 from chinwag.middleware.auth import auth_unavailable_from_scope, bearer_token, user_from_scope
+from chinwag.observability.context import session_id_var
 from chinwag.schemas.users import User
 from chinwag.services.auth_service import AuthService
 from chinwag.services.chat_service import ChatService
@@ -87,6 +88,7 @@ async def chat_socket(
             )
             await websocket.close(CLOSE_TOO_MANY_SOCKETS, "too many sockets")
         return
+    session_id_var.set(session.id)  # this socket's task (and the runs it starts) log the session
     try:
         await _open_socket(websocket, session.id, chat=chat, manager=manager, auth=auth, user=user)
     finally:
