@@ -62,7 +62,7 @@ def create_app_from_env() -> object:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    return create_app(settings, drain_on_sigterm=True)
 
 
 @app.command()
@@ -115,6 +115,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws_ping_interval": 20.0,
         "ws_ping_timeout": 20.0,
         "ws_per_message_deflate": False,
+        # After the SIGTERM drain (chinwag.shutdown) has ended the runs and closed the chat sockets: what is left
+        # is HTTP requests.
         "timeout_graceful_shutdown": 10,
         # uvicorn's own default trusts X-Forwarded-For from 127.0.0.1: only the configured proxies may set it.
         "proxy_headers": bool(settings.trusted_proxies),

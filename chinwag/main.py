@@ -35,14 +35,18 @@ from chinwag.services.auth_service import AuthService, PasswordHashing
 from chinwag.services.chat_service import ChatService
 from chinwag.services.extract_pool import ExtractPool
 from chinwag.services.rate_limit import ConcurrencySlots, open_rate_limiter
+from chinwag.shutdown import Drain
 from chinwag.websocket.manager import ConnectionManager
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, tracer_provider: TracerProvider | None = None, drain_on_sigterm: bool = False
+) -> FastAPI:
     """Build the application. Nothing is opened until the lifespan starts. `tracer_provider`: where spans go (None:
-    an OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else no traces)."""
+    an OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else no traces). `drain_on_sigterm`: the process
+    is `chinwag serve`'s, and SIGTERM drains runs before uvicorn shuts down (`chinwag.shutdown`)."""
     mcp_config = load_mcp_config(settings.mcp_config)  # a bad file fails here, naming the server and field
     own_provider = tracer_provider is None
     provider = tracer_provider if tracer_provider is not None else tracing.otlp_provider()
@@ -90,6 +94,8 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                 await stack.enter_async_context(
                     sampling(app.state.metrics, pool=lambda: app.state.pool, mcp=lambda: app.state.mcp)
                 )
+            if drain_on_sigterm:
+                stack.enter_context(app.state.drain.on_sigterm(lambda: _drain(app)))
             logger.info("chinwag %s ready", __version__)
             yield
         tracing.flush(provider)
@@ -99,6 +105,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     app.state.metrics = Metrics() if settings.metrics else None
     tracer = tracing.instrument(app, provider, libraries=own_provider) if provider is not None else None
     app.state.observer = Observer(metrics=app.state.metrics, tracer=tracer)
+    app.state.drain = Drain(grace_s=settings.shutdown_grace_s)
     app.state.web_assets = web.WebAssets()
     install_error_handlers(app)
     # Innermost of the middleware (the body limit inside it reads who the caller is): a 503 either may answer still
@@ -138,3 +145,17 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     # Last: the client's pages and assets never shadow the API, the socket, health or the OpenAPI pages.
     app.include_router(web.router)
     return app
+
+
+async def _drain(app: FastAPI) -> None:
+    chat: ChatService = app.state.chat
+    connections: ConnectionManager = app.state.connections
+
+    async def interrupt(session_id: str) -> None:
+        await chat.interrupt(session_id=session_id)
+
+    await app.state.drain.run(
+        runs=lambda: [(live.run.session.id, live.task) for live in chat.live.values()],
+        interrupt=interrupt,
+        close_sockets=connections.close_all,
+    )

@@ -23,6 +23,7 @@ from chinwag.observability.context import session_id_var
 from chinwag.schemas.users import User
 from chinwag.services.auth_service import AuthService
 from chinwag.services.chat_service import ChatService
+from chinwag.shutdown import Drain
 from chinwag.websocket.events import (
     ActiveRun,
     ErrorCode,
@@ -168,6 +169,7 @@ async def _serve(
 ) -> None:
     """Run the send queue, the receive loop and the credential's re-checks side by side until the client leaves,
     cannot keep up, or its credential stops working."""
+    drain: Drain = websocket.app.state.drain
     idle = False
 
     async def send_loop() -> None:
@@ -191,7 +193,9 @@ async def _serve(
                 if text is None:
                     conn.send(error_frame("bad_request", "binary frames are not accepted: send JSON text"))
                     continue
-                await _handle(text, conn, chat=chat, user=user, session_id=session_id, credential=credential)
+                await _handle(
+                    text, conn, chat=chat, user=user, session_id=session_id, credential=credential, drain=drain
+                )
                 if credential.revoked:
                     return
         finally:
@@ -228,13 +232,21 @@ async def _serve(
 
 
 async def _handle(
-    text: str, conn: Connection, *, chat: ChatService, user: User, session_id: str, credential: Credential
+    text: str,
+    conn: Connection,
+    *,
+    chat: ChatService,
+    user: User,
+    session_id: str,
+    credential: Credential,
+    drain: Drain,
 ) -> None:
     """One client frame; a domain error becomes an `error` frame to this socket only."""
     try:
         frame = parse_client_frame(text)
         if isinstance(frame, MessageFrame):
             check_content(frame.content, max_chars=chat.settings.max_message_chars)
+            drain.check()  # restarting: no new run here (the client sends it again, elsewhere or later)
             if not await credential.still_valid():
                 return
             await chat.start_run(

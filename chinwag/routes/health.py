@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -33,9 +33,12 @@ class Readiness(BaseModel):
 @router.get(
     "/ready",
     response_model=None,
-    responses={200: {"model": Readiness}, 503: {"model": Readiness, "description": "The database is unreachable"}},
+    responses={
+        200: {"model": Readiness},
+        503: {"model": Readiness, "description": "The database is unreachable, or the server is draining"},
+    },
 )
-async def ready(pool: Pool, mcp: Mcp, settings: AppSettings) -> JSONResponse:
+async def ready(request: Request, pool: Pool, mcp: Mcp, settings: AppSettings) -> JSONResponse:
     """The database answers (503 while it does not); the model provider's and each MCP server's state, which never
     make the server unready (a server without a model still serves history, files and accounts)."""
     problem = settings.model_problem
@@ -47,6 +50,10 @@ async def ready(pool: Pool, mcp: Mcp, settings: AppSettings) -> JSONResponse:
             {"name": s.name, "status": s.status, "tools": list(s.tools), "error": s.error} for s in mcp.status()
         ],
     }
+    if request.app.state.drain.draining:
+        # Restarting (SIGTERM): a load balancer sends new work elsewhere while runs here finish.
+        body.update(status="draining")
+        return JSONResponse(body, status_code=503)
     try:
         async with asyncio.timeout(2):
             await pool.fetchval("SELECT 1")
