@@ -26,11 +26,15 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
         yield server
 
 
+async def read_to_the_end(sock: Socket) -> None:
+    while True:
+        await sock.recv(timeout=30)
+
+
 async def closed_code(sock: Socket) -> int:
     """Read until the server closes the socket; its close code."""
     with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            await sock.recv(timeout=30)
+        await read_to_the_end(sock)
     assert closed.value.rcvd is not None
     return closed.value.rcvd.code
 
