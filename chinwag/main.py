@@ -27,7 +27,8 @@ from chinwag.observability import tracing
 from chinwag.observability.metrics import Metrics, MetricsMiddleware, sampling
 from chinwag.observability.metrics import router as metrics_router
 from chinwag.observability.observer import Observer
-from chinwag.routes import admin, auth, files, health, messages, search, sessions, web
+from chinwag.openapi import OPENAPI_TAGS, operation_id
+from chinwag.routes import admin, auth, docs, files, health, messages, protocol, search, sessions, web
 from chinwag.routes import chat as chat_routes
 from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
@@ -100,13 +101,23 @@ def create_app(
             yield
         tracing.flush(provider)
 
-    app = FastAPI(title="chinwag", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="chinwag",
+        version=__version__,
+        summary="A self-hosted, multi-user chat server for LLM agents",
+        lifespan=lifespan,
+        docs_url=None,  # served by chinwag.routes.docs, with local assets
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
+        openapi_tags=OPENAPI_TAGS,
+    )
     app.state.settings = settings
     app.state.metrics = Metrics() if settings.metrics else None
     tracer = tracing.instrument(app, provider, libraries=own_provider) if provider is not None else None
     app.state.observer = Observer(metrics=app.state.metrics, tracer=tracer)
     app.state.drain = Drain(grace_s=settings.shutdown_grace_s)
     app.state.web_assets = web.WebAssets()
+    app.state.docs_assets = docs.assets()
     install_error_handlers(app)
     # Innermost of the middleware (the body limit inside it reads who the caller is): a 503 either may answer still
     # passes through CORS and request ids.
@@ -132,6 +143,8 @@ def create_app(
         app.include_router(metrics_router)
 
     app.include_router(health.router)
+    app.include_router(docs.router)
+    app.include_router(protocol.router)
     # The history page is the busiest REST route: matched first, it skips the other routers' patterns.
     app.include_router(messages.router, prefix="/api/v1")
     app.include_router(chat_routes.router)
