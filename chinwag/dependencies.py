@@ -83,7 +83,7 @@ def get_admin_service(conn: HTTPConnection) -> AdminService:
         pool=state.pool,
         passwords=state.auth.passwords,
         files=FileStore.from_settings(state.settings),
-        bus=state.chat.deps.bus,
+        bus=state.bus,
     )
 
 

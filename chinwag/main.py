@@ -32,12 +32,15 @@ from chinwag.routes import admin, auth, docs, files, health, messages, protocol,
 from chinwag.routes import chat as chat_routes
 from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
+from chinwag.services.agent_builder import RunDeps
 from chinwag.services.auth_service import AuthService, PasswordHashing
 from chinwag.services.chat_service import ChatService
 from chinwag.services.extract_pool import ExtractPool
-from chinwag.services.rate_limit import ConcurrencySlots, open_rate_limiter
+from chinwag.services.rate_limit import ConcurrencySlots, make_rate_limiter
 from chinwag.shutdown import Drain
+from chinwag.websocket.fanout import open_fanout
 from chinwag.websocket.manager import ConnectionManager
+from chinwag.websocket.runs import TaskSupervisor
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +63,12 @@ def create_app(
             app.state.pool = await stack.enter_async_context(
                 open_pool(dsn, size=settings.db_pool_size, acquire_timeout=settings.db_acquire_timeout_s)
             )
+            # The bus and run buffers (and the one Redis client, which the rate limiter shares).
+            fanout = await stack.enter_async_context(open_fanout(settings))
+            app.state.bus = fanout.bus
             app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config, observer=app.state.observer))
             app.state.extractor = await stack.enter_async_context(ExtractPool.open(settings))
-            app.state.rate_limiter = await stack.enter_async_context(open_rate_limiter(settings))
+            app.state.rate_limiter = make_rate_limiter(settings, fanout.redis)
             app.state.search_slots = ConcurrencySlots()
             # Password hashing has threads of its own: nothing queued on the default executor delays a login, and
             # at most this many hashes (64 MiB each by default) run at once.
@@ -77,17 +83,20 @@ def create_app(
                 passwords=PasswordHashing.from_settings(settings, executor=hashing),
             )
             app.state.llm = await stack.enter_async_context(LlmClients.open(settings, observer=app.state.observer))
-            # Runs stop (recorded as interrupted) before the pool, MCP servers and model clients close.
-            app.state.chat = await stack.enter_async_context(
-                ChatService.open(
-                    pool=app.state.pool,
-                    settings=settings,
-                    llm=app.state.llm,
-                    mcp=app.state.mcp,
-                    limiter=app.state.rate_limiter,
-                )
+            run_deps = RunDeps(
+                pool=app.state.pool,
+                settings=settings,
+                bus=fanout.bus,
+                buffers=fanout.buffers,
+                llm=app.state.llm,
+                mcp=app.state.mcp,
+                observer=app.state.observer,
             )
-            app.state.connections = ConnectionManager(app.state.chat.deps.bus)
+            # Runs stop (recorded as interrupted) before the bus, the pool, MCP servers and model clients close.
+            app.state.chat = await stack.enter_async_context(
+                ChatService.open(run_deps, supervisor=TaskSupervisor(), limiter=app.state.rate_limiter)
+            )
+            app.state.connections = ConnectionManager(fanout.bus)
             # Objects made during start-up live as long as the process: keep them out of full collections.
             gc.collect()
             gc.freeze()

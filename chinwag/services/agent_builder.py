@@ -1,5 +1,5 @@
-"""What a run is made of: the seams to the model and MCP layers, the agent (instructions + session instructions +
-file context + MCP tools + file tools), and the session title asked for after the first exchange."""
+"""What a run is made of: the seams to the model and MCP layers, and the agent (instructions + session
+instructions + file context + MCP tools + file tools)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from agents.mcp import MCPServer
 from agents.models.interface import ModelProvider
 
 from chinwag.config import Settings
+from chinwag.llm.catalog import ModelCatalog
+from chinwag.observability.observer import NULL_OBSERVER, Observer
 from chinwag.schemas.sessions import Session
 from chinwag.services.file_context import FileContext
 from chinwag.services.postgres_session import ItemCounter
@@ -25,16 +27,6 @@ from chinwag.websocket.runs import RunBuffers
 
 FILE_BUDGET_SHARE = 0.25
 """Share of the model's window the file context may take in the instructions."""
-TITLE_INSTRUCTIONS = (
-    "Write a short title (at most six words) for the conversation below. Answer with the title only: no quotes,"
-    " no punctuation at the end."
-)
-TITLE_TIMEOUT_S = 30.0
-TITLE_MAX_TOKENS = 20
-"""A title is a few words: a model that rambles is cut here (and a slow one is not waited on for a paragraph)."""
-TITLE_MAX_WORDS = 8
-TITLE_MAX_CHARS = 80
-TITLE_EXCERPT_CHARS = 2000
 
 
 class McpToolsLike(Protocol):
@@ -60,6 +52,11 @@ class LlmSource(Protocol):
 
     @property
     def counter(self) -> ItemCounter: ...
+
+    @property
+    def catalog(self) -> ModelCatalog:
+        """The one model catalog: which models are offered, and every model's context window."""
+        ...
 
     def run_provider(self) -> AbstractAsyncContextManager[ModelProvider]: ...
 
@@ -94,6 +91,8 @@ class RunDeps:
     mcp: McpSource | None = None
     pending: PendingEnds = field(default_factory=PendingEnds)
     """Ends of runs the database did not take yet (written once it is back)."""
+    observer: Observer = NULL_OBSERVER
+    """Metrics and spans of each run (`chinwag.observability`): no-ops unless the operator turned them on."""
 
 
 def build_instructions(settings: Settings, session: Session, files: FileContext, unavailable: list[str]) -> str:
@@ -139,32 +138,3 @@ def overhead_tokens(agent: Agent[Any], counter: ItemCounter) -> int:
 def _tool_definition(name: str, description: str, parameters: Any) -> dict[str, Any]:
     """A tool as a Chat Completions request defines it (the Responses API's flat form has the same text)."""
     return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
-
-
-def title_prompt(user_text: str, answer: str) -> str:
-    return f"User: {user_text[:TITLE_EXCERPT_CHARS]}\n\nAssistant: {answer[:TITLE_EXCERPT_CHARS]}"
-
-
-def clean_title(raw: str) -> str:
-    """A model's answer as a title: its first non-empty line, without a `Title:` label, quotes, Markdown emphasis
-    or trailing punctuation, at most `TITLE_MAX_WORDS` words."""
-    line = next((ln for ln in raw.splitlines() if ln.strip(" \t\"'`*#")), "")
-    title = " ".join(line.split()).strip("\"'`*#").strip()
-    if title.lower().startswith("title:"):
-        title = title[6:].strip().strip("\"'`*#").strip()
-    title = title.rstrip(".!?,;:").strip("\"'`*#").strip()
-    return _bounded(title)
-
-
-def fallback_title(user_text: str) -> str:
-    """The session's title when the model gave none: the start of the user's first message."""
-    return _bounded(" ".join(user_text.split()))
-
-
-def _bounded(title: str) -> str:
-    words = title.split()
-    if len(words) > TITLE_MAX_WORDS:
-        title = " ".join(words[:TITLE_MAX_WORDS]).rstrip(".!?,;:") + "…"
-    if len(title) > TITLE_MAX_CHARS:
-        title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
-    return title

@@ -3,12 +3,12 @@
 
 Knows agents, not sockets: the run itself is `run_task.ChatRun`, a task owned by the server's `TaskSupervisor`.
 
-With `CHINWAG_REDIS_URL` the bus and the run buffers are Redis ones, so several workers or hosts share them; the run
-slot and `active_run` come from PostgreSQL, which every worker agrees on. Each process has an `instance_id` (kept in
-the data dir across restarts, `services.instance`), recorded as the owner of the runs it executes: their lease,
-stamped every `run_heartbeat_s`. A sweep every `run_sweep_s` ends the runs whose stamp is older than `run_stale_s`
-(their process died) and tells their sockets, on any host, through the bus (`services.dead_runs`); a process that
-starts again ends the runs of its own previous life at once.
+With `CHINWAG_REDIS_URL` the bus and the run buffers (made by the lifespan, `websocket.fanout`) are Redis ones, so
+several workers or hosts share them; the run slot and `active_run` come from PostgreSQL, which every worker agrees
+on. Each process has an `instance_id` (kept in the data dir across restarts, `services.instance`), recorded as the
+owner of the runs it executes: their lease, stamped every `run_heartbeat_s`. A sweep every `run_sweep_s` ends the
+runs whose stamp is older than `run_stale_s` (their process died) and tells their sockets, on any host, through the
+bus (`services.dead_runs`); a process that starts again ends the runs of its own previous life at once.
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-import asyncpg
-from redis.asyncio import Redis
-
 from chinwag.config import Settings
 from chinwag.db import runs as runs_db
-from chinwag.errors import Busy, NotFound, RateLimited
+from chinwag.errors import Busy, NotFound, RateLimited, ServiceUnavailable
+from chinwag.schemas.messages import Message
 from chinwag.schemas.sessions import Session
-from chinwag.services.agent_builder import LlmSource, McpSource, RunDeps
+from chinwag.services.agent_builder import RunDeps
 from chinwag.services.dead_runs import tell_dead_runs
 from chinwag.services.file_context import check_file_ids
 from chinwag.services.instance import claim_instance_id
@@ -36,14 +34,14 @@ from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
 from chinwag.services.run_task import ChatRun
 from chinwag.services.session_service import SessionService
 from chinwag.services.token_aware_session import INTERRUPTED_OUTPUT
-from chinwag.websocket.bus import Bus, InProcessBus
-from chinwag.websocket.redis_bus import RedisBus
-from chinwag.websocket.redis_runs import RedisRunBuffers
-from chinwag.websocket.runs import MemoryRunBuffers, RunBuffers, RunChannel, TaskSupervisor
+from chinwag.websocket.bus import RunInterrupts
+from chinwag.websocket.events import UserMessageEvent
+from chinwag.websocket.runs import RunBuffers, RunChannel, TaskSupervisor
 
 logger = logging.getLogger(__name__)
 
 DELETE_WAIT_S = 10.0
+SHUTTING_DOWN = "The server is shutting down: send the message again in a moment."
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,35 +81,18 @@ class ChatService:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls,
-        *,
-        pool: asyncpg.Pool,
-        settings: Settings,
-        llm: LlmSource,
-        mcp: McpSource | None,
-        limiter: RateLimiter | None = None,
+        cls, deps: RunDeps, *, supervisor: TaskSupervisor, limiter: RateLimiter | None = None
     ) -> AsyncIterator[ChatService]:
-        """For the lifespan: the bus and run buffers (Redis ones with `settings.redis_url`, else in-process),
-        recovery of what a dead process left, the heartbeat of this process's runs, and at the end every run
-        stopped and recorded as interrupted before the bus, Redis and the pool close."""
-        async with contextlib.AsyncExitStack() as stack:
-            bus: Bus
-            buffers: RunBuffers
-            if settings.redis_url:
-                redis = Redis.from_url(settings.redis_url)
-                stack.push_async_callback(redis.aclose)
-                bus = await stack.enter_async_context(RedisBus.open(redis, prefix=settings.redis_prefix))
-                buffers = RedisRunBuffers(redis, prefix=settings.redis_prefix)
-            else:
-                bus, buffers = InProcessBus(), MemoryRunBuffers()
-            deps = RunDeps(pool=pool, settings=settings, bus=bus, buffers=buffers, llm=llm, mcp=mcp)
-            instance_id = stack.enter_context(claim_instance_id(settings.data_dir))
+        """For the lifespan: recovery of what a dead process left, the heartbeat of this process's runs, and at the
+        end every run stopped and recorded as interrupted (before the lifespan closes the bus, Redis and the
+        pool)."""
+        with claim_instance_id(deps.settings.data_dir) as instance_id:
             chat = cls(
                 deps,
-                supervisor=TaskSupervisor(),
+                supervisor=supervisor,
                 limiter=limiter,
                 instance_id=instance_id,
-                shared=bool(settings.redis_url),
+                shared=bool(deps.settings.redis_url),
             )
             await chat.recover()
             keeper = asyncio.create_task(chat._keep_alive(), name="chat-heartbeat")
@@ -135,7 +116,7 @@ class ChatService:
         return self.deps.settings
 
     def _sessions(self) -> SessionService:
-        return SessionService(self.deps.pool, self.deps.settings)
+        return SessionService(self.deps.pool, self.deps.settings, window=self.deps.llm.catalog.context_window)
 
     async def start_run(
         self,
@@ -202,54 +183,67 @@ class ChatService:
     async def _start(
         self, session: Session, *, user_id: str, content: str, client_id: str | None, file_ids: Sequence[str]
     ) -> str | None:
-        run = ChatRun(self.deps, user_id=user_id, session=session, file_ids=file_ids)
-        await run.listen_for_interrupts()
+        """Claim the run slot with the user message, announce it (`user_message`), and hand the run to the
+        supervisor. Whatever fails before the run's task owns them is undone by `undo`."""
+        if self.supervisor.closing:
+            raise ServiceUnavailable(SHUTTING_DOWN)
+        async with contextlib.AsyncExitStack() as undo:
+            # Subscribed before the run is visible to other sockets (its row), so that no interrupt can be missed.
+            interrupts = await RunInterrupts.listen(self.deps.bus, session.id)
+            undo.push_async_callback(interrupts.close)
+            claimed = await self._claim_slot(session, content=content, client_id=client_id)
+            if claimed is None:
+                return None
+            record, message = claimed
+            undo.push_async_callback(self._unstart, record.id, session.id)
+            await self.deps.buffers.open(record.id, session.id)
+            channel = RunChannel(run_id=record.id, session_id=session.id, buffers=self.deps.buffers, bus=self.deps.bus)
+            await channel.emit(UserMessageEvent(message=message))
+            run = ChatRun(
+                self.deps,
+                user_id=user_id,
+                session=session,
+                user_message=message,
+                channel=channel,
+                interrupts=interrupts,
+                file_ids=file_ids,
+            )
+            task = self.supervisor.spawn(run.run(), name=f"run-{record.id}")
+            undo.pop_all()  # the run's task owns its interrupts, buffer and slot now
+        self.live[record.id] = LiveRun(run=run, task=task)
+        task.add_done_callback(lambda _: self.live.pop(record.id, None))
+        logger.info("session %s: run %s started", session.id, record.id)
+        return record.id
+
+    async def _claim_slot(
+        self, session: Session, *, content: str, client_id: str | None
+    ) -> tuple[runs_db.RunRecord, Message] | None:
+        """The run slot, the user message and the session's active run: one statement, one round trip. None when
+        `client_id` was seen before in the session; `Busy` while another run holds the slot."""
         sid = uuid.UUID(session.id)
         try:
-            # The run slot, the user message and the session's active run: one statement, one round trip.
-            record, message = await runs_db.start_with_message(
+            return await runs_db.start_with_message(
                 self.deps.pool, session_id=sid, client_id=client_id, owner=self.instance_id, content=content
             )
-            run.run_id = record.id
         except LookupError:
-            await run.stop_listening()
             raise NotFound("session not found") from None
         except runs_db.DuplicateClientId:
-            await run.stop_listening()
             logger.info("session %s: client_id seen before: nothing new", session.id)
             return None
         except runs_db.RunSlotTaken:
-            await run.stop_listening()
             # The same client_id again while its run still runs: PostgreSQL may report either index; it is a duplicate.
             if client_id is not None and await runs_db.find_by_client_id(
                 self.deps.pool, session_id=sid, client_id=client_id
             ):
                 return None
             raise Busy("A run is active in this session: interrupt it first.") from None
-        except BaseException:
-            await run.stop_listening()
-            raise
-        run.user_message = message
-        await self.deps.buffers.open(record.id, session.id)
-        run.channel = RunChannel(run_id=record.id, session_id=session.id, buffers=self.deps.buffers, bus=self.deps.bus)
-        try:
-            await run.channel.emit({"type": "user_message", "message": message.model_dump(mode="json")})
-            task = self.supervisor.spawn(run.run(), name=f"run-{record.id}")
-            self.live[record.id] = LiveRun(run=run, task=task)
-            task.add_done_callback(lambda _: self.live.pop(record.id, None))
-        except BaseException:
-            await run.stop_listening()
-            await self.deps.buffers.end(record.id)
-            await runs_db.finish(
-                self.deps.pool,
-                run_id=record.id,
-                session_id=session.id,
-                status="interrupted",
-                finish_reason="interrupted",
-            )
-            raise
-        logger.info("session %s: run %s started", session.id, record.id)
-        return record.id
+
+    async def _unstart(self, run_id: str, session_id: str) -> None:
+        """A run that never got its task: its buffer ends and its slot is freed (recorded as interrupted)."""
+        await self.deps.buffers.end(run_id)
+        await runs_db.finish(
+            self.deps.pool, run_id=run_id, session_id=session_id, status="interrupted", finish_reason="interrupted"
+        )
 
     async def interrupt(self, *, session_id: str) -> str:
         """Ask the session's active run to stop, wherever it runs; returns its id. `NotFound` if none is active."""

@@ -21,7 +21,7 @@ from chinwag.db import messages as messages_db
 from chinwag.db.runs import DeadRun
 from chinwag.schemas.messages import ToolCall
 from chinwag.services.agent_builder import RunDeps
-from chinwag.services.session_service import context_windows
+from chinwag.websocket.events import AssistantEnd, ContextSize, ToolDone, Usage
 from chinwag.websocket.runs import RunChannel
 
 logger = logging.getLogger(__name__)
@@ -77,9 +77,7 @@ async def _tell_once(deps: RunDeps, run: DeadRun) -> None:
     channel.seq = last
     for call_id, start in open_tools.items():
         name, arguments = str(start.get("name", "")), str(start.get("arguments", ""))
-        await channel.emit(
-            {"type": "tool_done", "call_id": call_id, "name": name, "output": INTERRUPTED_OUTPUT, "ok": False}
-        )
+        await channel.emit(ToolDone(call_id=call_id, name=name, output=INTERRUPTED_OUTPUT, ok=False))
         with contextlib.suppress(LookupError):  # the session is gone
             await messages_db.append_message(
                 deps.pool,
@@ -97,16 +95,14 @@ async def _tell_once(deps: RunDeps, run: DeadRun) -> None:
                 deps.pool, message_id=uuid.UUID(run.assistant_message_id), content=text, status="interrupted"
             )
         await channel.emit(
-            {
-                "type": "assistant_end",
-                "message_id": run.assistant_message_id,
-                "finish_reason": "interrupted",
-                "usage": {"input_tokens": 0, "output_tokens": 0},
-                "context": {
-                    "tokens": run.context_tokens,
-                    "limit": context_windows(deps.settings)(run.model) if run.model else 0,
-                },
-            }
+            AssistantEnd(
+                message_id=run.assistant_message_id,
+                finish_reason="interrupted",
+                usage=Usage(),
+                context=ContextSize(
+                    tokens=run.context_tokens, limit=deps.llm.catalog.context_window(run.model) if run.model else 0
+                ),
+            )
         )
     await deps.buffers.end(run.run_id)
     logger.warning("run %s of a dead process ended; its sockets were told", run.run_id)

@@ -153,17 +153,11 @@ class ConcurrencySlots:
                 del self._held[key]
 
 
-@contextlib.asynccontextmanager
-async def open_rate_limiter(settings: Settings) -> AsyncIterator[RateLimiter]:
-    """For the lifespan: Redis-backed when CHINWAG_REDIS_URL is set (several workers), else in-process."""
-    if not settings.redis_url:
-        yield InMemoryRateLimiter()
-        return
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        yield RedisRateLimiter(redis, prefix=f"{settings.redis_prefix}rl:")
-    finally:
-        await redis.aclose()
+def make_rate_limiter(settings: Settings, redis: Redis | None) -> RateLimiter:
+    """Redis-backed when the app has a Redis client (several workers share the counts), else in-process."""
+    if redis is None:
+        return InMemoryRateLimiter()
+    return RedisRateLimiter(redis, prefix=f"{settings.redis_prefix}rl:")
 
 
 def retry_after_seconds(wait: float) -> int:

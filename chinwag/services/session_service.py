@@ -35,11 +35,6 @@ class SessionFilesRemover(Protocol):
     async def remove_session_files(self, *, session_id: str, storage_keys: list[str]) -> None: ...
 
 
-def context_windows(settings: Settings) -> ContextWindow:
-    """Model id -> its context window, as the model catalog knows it (configured, known, else the default)."""
-    return ModelCatalog(settings).context_window
-
-
 class SessionService:
     """Sessions, their messages and search, for one user at a time (every read method takes `user_id`)."""
 

@@ -113,8 +113,9 @@ class TokenAwareSession:
     - `get_items()` (no limit) is the view fitted to `context_window - reserve_tokens`, summarizing first when the
       history passes `summarize_at * context_window` and a `summarize` callable is given.
     - `get_items(limit)` is the raw tail of stored items, as the SDK expects when it checks or rewinds its writes.
-    - `reserve_tokens` is kept free for the answer and the new user message; `overhead_tokens` (settable until the
-      run starts) is what the model gets besides the history: instructions, file context, tool schemas.
+    - `reserve_tokens` is kept free for the answer and the new user message; `overhead_tokens` is
+      what the model gets besides the history: instructions, file context, tool schemas.
+    - A chat run builds it with `for_run` (its mode fixed at construction, nothing flipped later).
     """
 
     session_settings: SessionSettings | None = None
@@ -129,6 +130,11 @@ class TokenAwareSession:
         summarize_at: float = 0.8,
         keep_after_summary: float = 0.5,
         summarize_timeout_s: float | None = 60.0,
+        overhead_tokens: int = 0,
+        summary_overhead_tokens: int = 0,
+        history: tuple[db.ContextState, list[db.ContextRow]] | None = None,
+        record_context_tokens: bool = True,
+        defer_first_write: bool = False,
     ) -> None:
         if context_window <= 0:
             raise ValueError("context_window must be positive")
@@ -138,21 +144,23 @@ class TokenAwareSession:
         self.session_id = store.session_id
         self.context_window = context_window
         self.reserve_tokens = default_reserve(context_window) if reserve_tokens is None else max(0, reserve_tokens)
-        self.overhead_tokens = 0
+        self.overhead_tokens = overhead_tokens
+        """What the model gets besides the history: instructions, file context, tool schemas."""
         self.summarize = summarize
         self.summarize_at = summarize_at
         self.keep_after_summary = keep_after_summary
         self.summarize_timeout_s = summarize_timeout_s
-        self.summary_overhead_tokens = 0
-        """What a summary request carries besides the conversation (its instructions): set by the caller that
-        gives `summarize`."""
+        self.summary_overhead_tokens = summary_overhead_tokens
+        """What a summary request carries besides the conversation (its instructions)."""
         self.last_view: ContextView | None = None
         """The view returned by the last `get_items()`: what the run's first model call received."""
-        self.record_context_tokens = True
-        """`prepare()` writes `sessions.context_tokens`; a chat run turns this off (it writes the size after the run,
-        so the model request does not wait for that write)."""
-        self._prefetched: tuple[db.ContextState, list[db.ContextRow]] | None = None
-        self.defer_next_write = False
+        self.record_context_tokens = record_context_tokens
+        """`prepare()` writes `sessions.context_tokens`; a chat run does not (it writes the size after the run, so
+        the model request does not wait for that write)."""
+        self._prefetched = history
+        """The stored history, read already by the caller (`PostgresSession.unsummarized()`): the next `prepare()`
+        uses it instead of reading again. Only for a caller that writes nothing to Layer 1 in between."""
+        self.defer_next_write = defer_first_write
         """The next `add_items` returns at once and writes in the background (a run's input item, which the SDK
         saves just before its first model request): every other method, and the next `add_items`, waits for that
         write first and raises its error."""
@@ -173,6 +181,31 @@ class TokenAwareSession:
         """A session over a fresh `PostgresSession` (the usual way to build one per run)."""
         store = PostgresSession(pool, session_id, counter=counter, turn_seq=turn_seq)
         return cls(store, context_window=context_window, reserve_tokens=reserve_tokens, summarize=summarize)
+
+    @classmethod
+    def for_run(
+        cls,
+        store: PostgresSession,
+        *,
+        context_window: int,
+        history: tuple[db.ContextState, list[db.ContextRow]],
+        overhead_tokens: int,
+        summarize: Summarize,
+        summary_overhead_tokens: int,
+    ) -> TokenAwareSession:
+        """Layer 1 as a chat run uses it: the history read while the run set up, the run's overhead known, the
+        context size left for the run to record after it ends, and the run's input item written in the background
+        (the model request waits for neither write)."""
+        return cls(
+            store,
+            context_window=context_window,
+            summarize=summarize,
+            overhead_tokens=overhead_tokens,
+            summary_overhead_tokens=summary_overhead_tokens,
+            history=history,
+            record_context_tokens=False,
+            defer_first_write=True,
+        )
 
     @property
     def budget(self) -> int:
@@ -220,15 +253,9 @@ class TokenAwareSession:
 
     # --- chinwag's own API
 
-    async def prefetch(self) -> None:
-        """Read the stored history now (while other set-up runs), for the next `prepare()` to use instead of reading
-        it then. Only for a caller that writes nothing to this session's Layer 1 in between (a run, before it
-        starts the SDK: the run slot keeps other writers away)."""
-        self._prefetched = await self.store.unsummarized()
-
     def history_bound(self) -> int:
-        """At most how many tokens of history the next view holds: the prefetched history's size (summary included)
-        when `prefetch()` ran, never more than the budget."""
+        """At most how many tokens of history the next view holds: the size of the history read already (summary
+        included) when it was given, never more than the budget."""
         if self._prefetched is None:
             return self.budget
         state, rows = self._prefetched

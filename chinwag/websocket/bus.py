@@ -103,3 +103,36 @@ def _add(table: dict[str, list[H]], key: str, handler: H) -> Unsubscribe:
             del table[key]
 
     return remove
+
+
+class RunInterrupts:
+    """A session's interrupts, heard from before its run is visible to anyone (so none can be missed), handed to
+    the run once it exists."""
+
+    def __init__(self) -> None:
+        self._unsubscribe: Unsubscribe | None = None
+        self._heard: list[str] = []
+        self._handler: InterruptHandler | None = None
+
+    @classmethod
+    async def listen(cls, bus: Bus, session_id: str) -> RunInterrupts:
+        interrupts = cls()
+        interrupts._unsubscribe = await bus.on_interrupt(session_id, interrupts._deliver)
+        return interrupts
+
+    def _deliver(self, run_id: str) -> None:
+        if self._handler is None:
+            self._heard.append(run_id)
+        else:
+            self._handler(run_id)
+
+    def attach(self, handler: InterruptHandler) -> None:
+        self._handler = handler
+        heard, self._heard = self._heard, []
+        for run_id in heard:
+            handler(run_id)
+
+    async def close(self) -> None:
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            await unsubscribe()

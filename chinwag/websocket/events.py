@@ -1,21 +1,26 @@
 """Wire events of `/ws/chat/{session_id}`, defined once.
 
-Inbound frames are validated with `parse_client_frame`; outbound events are pydantic models whose JSON Schema is
-published by `wire_schema()` (and `python -m chinwag.websocket.events`). The per-token path does not build models:
+Inbound frames are validated with `parse_client_frame`. Every outbound event is one pydantic model here, used both
+to send it and to publish the JSON Schema (`wire_schema()`, `python -m chinwag.websocket.events`); a run's events are
+built without `run_id` and `seq`, which `RunChannel` adds as it numbers them. The per-token path does not build models:
 `text_delta_frame` splices the delta into a prebuilt template with orjson, so a delta frame's cost and size depend
 on the delta alone, never on the answer so far.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import sys
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError, create_model
 
 from chinwag.errors import BadRequest
+from chinwag.schemas.messages import Message
+from chinwag.schemas.sessions import Session
 
 MAX_CLIENT_ID_CHARS = 200
 MAX_FILE_IDS = 100
@@ -135,47 +140,50 @@ class ContextSize(_Outbound):
     limit: int = 0
 
 
-class _RunEvent(_Outbound):
-    run_id: str
-    seq: int
+class RunEvent(_Outbound):
+    """The fields of one run event. `run_id` and `seq` are the channel's to add (`RunChannel.emit`): each event is
+    built without them, and its published frame shape (`run_frame_model`) has them as required fields."""
+
+    type: str
 
 
-class UserMessageEvent(_RunEvent):
-    """The persisted user `Message` (REST shape)."""
+class UserMessageEvent(RunEvent):
+    """The persisted user `Message` (its REST shape)."""
 
     type: Literal["user_message"] = "user_message"
-    message: dict[str, Any]
+    message: Message
 
 
-class AssistantStart(_RunEvent):
+class AssistantStart(RunEvent):
     type: Literal["assistant_start"] = "assistant_start"
     message_id: str
 
 
-class TextDelta(_RunEvent):
-    """Text appended to the assistant message; never repeats text already sent."""
+class TextDelta(RunEvent):
+    """Text appended to the assistant message; never repeats text already sent. Sent by `text_delta_frame`, not
+    as a model (the hot path)."""
 
     type: Literal["text_delta"] = "text_delta"
     delta: str
 
 
-class ToolStart(_RunEvent):
+class ToolStart(RunEvent):
     type: Literal["tool_start"] = "tool_start"
     call_id: str
     name: str
-    arguments: str
-    server: str | None
+    arguments: str = Field(description="the call's arguments as JSON text")
+    server: str | None = Field(description="the MCP server of the tool; null for chinwag's own (file) tools")
 
 
-class ToolDone(_RunEvent):
+class ToolDone(RunEvent):
     type: Literal["tool_done"] = "tool_done"
     call_id: str
     name: str
     output: str
-    ok: bool
+    ok: bool = Field(description="false on an error, a timeout or an interrupt")
 
 
-class AssistantEnd(_RunEvent):
+class AssistantEnd(RunEvent):
     type: Literal["assistant_end"] = "assistant_end"
     message_id: str
     finish_reason: FinishReason
@@ -183,14 +191,46 @@ class AssistantEnd(_RunEvent):
     context: ContextSize
 
 
+class RunError(RunEvent):
+    """An error that ends a run (sent before its `assistant_end`)."""
+
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    retryable: bool = False
+
+
+RUN_EVENTS: tuple[type[RunEvent], ...] = (
+    UserMessageEvent,
+    AssistantStart,
+    TextDelta,
+    ToolStart,
+    ToolDone,
+    AssistantEnd,
+)
+
+
+def run_frame_model(event: type[RunEvent]) -> type[BaseModel]:
+    """The frame a run event travels in: its fields, then the run's `run_id` and the event's `seq`."""
+    return create_model(
+        event.__name__.removesuffix("Event") + "Frame",
+        __base__=event,
+        __doc__=event.__doc__,
+        run_id=(str, ...),
+        seq=(int, Field(ge=1, description="1, 2, 3, ... with no gap inside the run")),
+    )
+
+
 class SessionUpdated(_Outbound):
     """The session changed (a new title, say)."""
 
     type: Literal["session_updated"] = "session_updated"
-    session: dict[str, Any]
+    session: Session
 
 
 class ErrorEvent(_Outbound):
+    """An error: to one socket (a refused frame; no `run_id` or `seq`), or as an event of a run (both set)."""
+
     type: Literal["error"] = "error"
     code: ErrorCode
     message: str
@@ -199,23 +239,10 @@ class ErrorEvent(_Outbound):
     seq: int | None = Field(default=None, description="set when the error is an event of a run")
 
 
-ServerEvent = Annotated[
-    Ready
-    | Pong
-    | UserMessageEvent
-    | AssistantStart
-    | TextDelta
-    | ToolStart
-    | ToolDone
-    | AssistantEnd
-    | SessionUpdated
-    | ErrorEvent,
-    Field(discriminator="type"),
-]
+_run_frames = tuple(run_frame_model(event) for event in RUN_EVENTS)
+_server_union: Any = functools.reduce(operator.or_, (Ready, Pong, *_run_frames, SessionUpdated, ErrorEvent))
+ServerEvent = Annotated[_server_union, Field(discriminator="type")]
 _server_events: TypeAdapter[Any] = TypeAdapter(ServerEvent)
-
-# Run events that the service builds as pydantic models (not text_delta): the run's id and seq are added at send.
-RunEventBody = dict[str, Any]
 
 
 def encode(event: BaseModel) -> str:
@@ -223,9 +250,9 @@ def encode(event: BaseModel) -> str:
     return orjson.dumps(event.model_dump(mode="json")).decode()
 
 
-def run_frame(run_id: str, seq: int, body: RunEventBody) -> str:
-    """A run event's frame: the body (its `type` first) with `run_id` and `seq`, built once with orjson."""
-    return orjson.dumps({"type": body["type"], "run_id": run_id, "seq": seq, **body}).decode()
+def run_frame(run_id: str, seq: int, event: RunEvent) -> str:
+    """A run event's frame: its `type`, `run_id` and `seq` first, then its fields, encoded once with orjson."""
+    return orjson.dumps({"type": event.type, "run_id": run_id, "seq": seq, **event.model_dump(mode="json")}).decode()
 
 
 def text_delta_frame(run_id: str, seq: int, delta: str) -> str:
@@ -235,8 +262,7 @@ def text_delta_frame(run_id: str, seq: int, delta: str) -> str:
 
 def error_frame(code: ErrorCode, message: str, *, retryable: bool = False, run_id: str | None = None) -> str:
     """An error for one socket (outside a run's numbered events)."""
-    body = {"type": "error", "code": code, "message": message, "retryable": retryable, "run_id": run_id}
-    return orjson.dumps(body).decode()
+    return encode(ErrorEvent(code=code, message=message, retryable=retryable, run_id=run_id))
 
 
 def validate_server_frame(text: str) -> Any:

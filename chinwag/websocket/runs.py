@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chinwag.websocket.bus import Bus, Envelope
-from chinwag.websocket.events import RunEventBody, run_frame, text_delta_frame
+from chinwag.websocket.events import RunEvent, run_frame, text_delta_frame
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +116,10 @@ class RunChannel:
         self._buffers = buffers
         self._bus = bus
 
-    async def emit(self, body: RunEventBody) -> int:
-        """Send a run event (`body` has `type` and the event's fields); returns its seq."""
+    async def emit(self, event: RunEvent) -> int:
+        """Send a run event, numbered next; returns its seq."""
         self.seq += 1
-        await self._send(self.seq, run_frame(self.run_id, self.seq, body))
+        await self._send(self.seq, run_frame(self.run_id, self.seq, event))
         return self.seq
 
     async def emit_text(self, delta: str) -> int:
@@ -138,6 +138,11 @@ class TaskSupervisor:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+
+    @property
+    def closing(self) -> bool:
+        """Shutdown has begun: no new task is taken."""
+        return self._closing
 
     def spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
         if self._closing:

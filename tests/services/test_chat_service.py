@@ -20,9 +20,11 @@ from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_messag
 
 from chinwag.config import Settings
 from chinwag.errors import BadRequest, Busy, NotFound
-from chinwag.services.agent_builder import McpSource, McpToolsLike, RunDeps, clean_title
+from chinwag.llm.catalog import ModelCatalog
+from chinwag.services.agent_builder import McpSource, McpToolsLike, RunDeps
 from chinwag.services.chat_service import ChatService
 from chinwag.services.run_events import classify_error
+from chinwag.services.titles import clean_title
 from chinwag.websocket.bus import Envelope, InProcessBus
 from chinwag.websocket.runs import MemoryRunBuffers, TaskSupervisor
 from tests.services.layer1_support import WordCounter, make_session
@@ -39,9 +41,10 @@ class ScriptedProvider(ModelProvider):
 class ScriptedLlm:
     """The chat's `LlmSource` over a `ScriptedModel`; `complete` answers titles (and records the prompts)."""
 
-    def __init__(self, model: ScriptedModel, *, title: str = '"Noon in Paris."') -> None:
+    def __init__(self, model: ScriptedModel, catalog: ModelCatalog, *, title: str = '"Noon in Paris."') -> None:
         self.model = model
         self.counter = WordCounter()
+        self.catalog = catalog
         self.title = title
         self.prompts: list[str] = []
         self.providers_closed = 0
@@ -66,7 +69,7 @@ class Harness:
     ) -> None:
         self.bus = InProcessBus()
         self.buffers = MemoryRunBuffers()
-        self.llm = ScriptedLlm(model, **llm)
+        self.llm = ScriptedLlm(model, ModelCatalog(settings), **llm)
         self.chat = ChatService(
             RunDeps(pool=pool, settings=settings, bus=self.bus, buffers=self.buffers, llm=self.llm, mcp=mcp),
             supervisor=TaskSupervisor(),

@@ -24,6 +24,7 @@ from chinwag.services.context_items import (
     render_transcript,
     summary_prompt,
 )
+from chinwag.services.postgres_session import PostgresSession
 from chinwag.services.token_aware_session import TokenAwareSession
 from tests.services.layer1_support import (
     WordCounter,
@@ -136,9 +137,9 @@ async def test_the_reserve_is_kept_free(pool: asyncpg.Pool, session_id: str) -> 
 
 
 async def test_the_overhead_of_instructions_and_tools_is_kept_free(pool: asyncpg.Pool, session_id: str) -> None:
-    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=100, reserve_tokens=0)
-    turns = await three_turns(tas)
-    tas.overhead_tokens = 30
+    writer = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=100, reserve_tokens=0)
+    turns = await three_turns(writer)
+    tas = TokenAwareSession(writer.store, context_window=100, reserve_tokens=0, overhead_tokens=30)
     assert await tas.get_items() == turns[2]  # 96 > 70; 72 > 70; 24 fits
     assert tas.threshold == 50
 
@@ -504,10 +505,15 @@ async def test_a_run_interrupted_before_any_answer_keeps_the_users_message(pool:
 async def test_a_run_can_leave_the_context_size_to_its_end_and_read_its_history_ahead(
     pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
 ) -> None:
-    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=80, reserve_tokens=0)
-    turns = await three_turns(tas)
-    tas.record_context_tokens = False
-    await tas.prefetch()
+    writer = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=80, reserve_tokens=0)
+    turns = await three_turns(writer)
+    tas = TokenAwareSession(
+        writer.store,
+        context_window=80,
+        reserve_tokens=0,
+        history=await writer.store.unsummarized(),
+        record_context_tokens=False,
+    )
     assert await tas.get_items() == turns[1] + turns[2]  # the prefetched rows, fitted like a fresh read
     assert tas.last_view is not None
     assert tas.last_view.tokens == 72
@@ -520,8 +526,8 @@ async def test_a_run_can_leave_the_context_size_to_its_end_and_read_its_history_
 async def test_a_deferred_write_returns_at_once_and_every_later_call_waits_for_it(
     pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
 ) -> None:
-    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=200, turn_seq=1)
-    tas.defer_next_write = True
+    store = PostgresSession(pool, session_id, counter=COUNTER, turn_seq=1)
+    tas = TokenAwareSession(store, context_window=200, defer_first_write=True)
     async with db.transaction():
         # The session row is locked elsewhere: the write waits for it, the caller does not.
         await db.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
@@ -539,9 +545,9 @@ async def test_a_deferred_write_returns_at_once_and_every_later_call_waits_for_i
 async def test_a_deferred_write_that_fails_raises_in_the_next_call(
     pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
 ) -> None:
-    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=200, turn_seq=1)
+    store = PostgresSession(pool, session_id, counter=COUNTER, turn_seq=1)
+    tas = TokenAwareSession(store, context_window=200, defer_first_write=True)
     await db.execute("DELETE FROM sessions WHERE id = $1", session_id)
-    tas.defer_next_write = True
     await tas.add_items(as_items(user("lost")))  # returns: the write fails in the background
     with pytest.raises(LookupError):
         await tas.add_items(as_items(assistant("next")))

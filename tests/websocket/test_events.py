@@ -86,10 +86,8 @@ def test_text_delta_frame_is_valid_and_escaped() -> None:
 
 
 def test_run_frames_validate_against_the_schema() -> None:
-    body = AssistantEnd(
-        run_id="r", seq=1, message_id="m", finish_reason="stop", usage=Usage(input_tokens=3), context=ContextSize()
-    ).model_dump(mode="json", exclude={"run_id", "seq"})
-    frame = run_frame("r", 9, body)
+    event = AssistantEnd(message_id="m", finish_reason="stop", usage=Usage(input_tokens=3), context=ContextSize())
+    frame = run_frame("r", 9, event)
     parsed = orjson.loads(frame)
     assert list(parsed)[:3] == ["type", "run_id", "seq"]
     assert parsed["seq"] == 9

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from chinwag.websocket.bus import Envelope, InProcessBus
+from chinwag.websocket.events import AssistantStart
 from chinwag.websocket.runs import MemoryRunBuffers, RunChannel, TaskSupervisor
 
 
@@ -32,7 +33,7 @@ async def test_channel_numbers_events_and_buffers_before_publishing() -> None:
     await bus.subscribe("s1", on_event)
     await buffers.open("r1", "s1")
     channel = RunChannel(run_id="r1", session_id="s1", buffers=buffers, bus=bus)
-    assert await channel.emit({"type": "assistant_start", "message_id": "m"}) == 1
+    assert await channel.emit(AssistantStart(message_id="m")) == 1
     assert await channel.emit_text("he") == 2
     assert await channel.emit_text("llo") == 3
     assert [e.seq for e in published] == [1, 2, 3]
