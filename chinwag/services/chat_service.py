@@ -29,6 +29,7 @@ from chinwag.services.agent_builder import RunDeps
 from chinwag.services.dead_runs import tell_dead_runs
 from chinwag.services.file_context import check_file_ids
 from chinwag.services.instance import claim_instance_id
+from chinwag.services.model_fallback import with_offered_model
 from chinwag.services.postgres_session import PostgresSession
 from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
 from chinwag.services.run_task import ChatRun
@@ -130,8 +131,10 @@ class ChatService:
         """Start a run for this user message; returns its id, or None when `client_id` was seen before in the
         session (nothing new starts). `Busy` while another run is active; `NotFound` for a session not the user's;
         `BadRequest` for unknown `file_ids`. The caller has checked the content."""
-        session = await self._sessions().get(user_id=user_id, session_id=session_id)
+        sessions = self._sessions()
+        session = await sessions.get(user_id=user_id, session_id=session_id)
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
+        session = await with_offered_model(self.deps, sessions, session, user_id=user_id)
         await self._check_active_runs(user_id)
         rate_key = await self._count_message(user_id)
         try:
