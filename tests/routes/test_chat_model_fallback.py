@@ -37,5 +37,5 @@ async def test_a_removed_model_falls_back_to_the_default_with_session_updated(
     assert updates[0]["session"]["model"] == "kept-model"
     assert frames.index(updates[0]) < [f["type"] for f in frames].index("user_message")  # told before the run
     assert frames[-1]["finish_reason"] == "stop"
-    assert [r.body["model"] for r in fake.requests][0] == "kept-model"
+    assert fake.requests[0].body["model"] == "kept-model"
     assert (await chat.session())["model"] == "kept-model"
