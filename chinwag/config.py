@@ -28,10 +28,12 @@ MIN_SECRET_BYTES = 32
 
 
 class ModelSpec(BaseModel, frozen=True):
-    """A model offered to users; `context_window` None means "look it up in the catalog"."""
+    """A model offered to users; `context_window` and `vision` None mean "look it up in the catalog"."""
 
     id: str
     context_window: int | None = None
+    vision: bool | None = None
+    """Accepts images (`id:window:vision` in `CHINWAG_MODELS`)."""
 
 
 class Settings(BaseSettings):
@@ -144,14 +146,19 @@ class Settings(BaseSettings):
             if not part:
                 continue
             # `id:window` when what follows the last colon is a number; otherwise the colon belongs to the id
-            # (Ollama tags such as `llama3.2:3b`).
+            # (Ollama tags such as `llama3.2:3b`). `id:window:vision` marks a model that accepts images.
+            vision = None
+            if part.endswith(":vision"):
+                part, vision = part.removesuffix(":vision"), True
             model_id, _, window = part.rpartition(":")
             if not (model_id and window.strip().isdigit()):
                 model_id, window = part, ""
             model_id = model_id.strip()
             if window and int(window) <= 0:
                 raise ValueError(f"context window of {model_id!r} must be a positive integer, got {window!r}")
-            specs.append(ModelSpec(id=model_id, context_window=int(window) if window else None))
+            if vision and not window:
+                raise ValueError(f"{model_id!r}: write a model that accepts images as id:window:vision")
+            specs.append(ModelSpec(id=model_id, context_window=int(window) if window else None, vision=vision))
         if not specs:
             raise ValueError("at least one model is required")
         ids = [spec.id for spec in specs]

@@ -18,7 +18,7 @@ from chinwag.schemas.sessions import TokenUsage
 # `Message`'s fields, in order (`MessagePage.encode_records` relies on it).
 _RETURNING = (
     " RETURNING id::text AS id, seq, role, content, status, tool, run_id::text AS run_id, client_id, usage,"
-    " finish_reason, created_at"
+    " finish_reason, reasoning, created_at"
 )
 _APPEND = (
     "WITH s AS ("
@@ -34,22 +34,25 @@ _APPEND = (
 # Public so that bench/history.py can EXPLAIN exactly what the server runs.
 PAGE_NEWEST = (
     "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
-    " m.usage, m.finish_reason, m.created_at FROM sessions s LEFT JOIN LATERAL ("
-    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, created_at FROM messages"
+    " m.usage, m.finish_reason, m.reasoning, m.created_at FROM sessions s LEFT JOIN LATERAL ("
+    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, reasoning, created_at"
+    " FROM messages"
     " WHERE session_id = s.id ORDER BY seq DESC LIMIT $3) m ON true"
     " WHERE s.id = $1 AND s.user_id = $2"
 )
 PAGE_BEFORE = (
     "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
-    " m.usage, m.finish_reason, m.created_at FROM sessions s LEFT JOIN LATERAL ("
-    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, created_at FROM messages"
+    " m.usage, m.finish_reason, m.reasoning, m.created_at FROM sessions s LEFT JOIN LATERAL ("
+    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, reasoning, created_at"
+    " FROM messages"
     " WHERE session_id = s.id AND seq < $3 ORDER BY seq DESC LIMIT $4) m ON true"
     " WHERE s.id = $1 AND s.user_id = $2"
 )
 PAGE_AFTER = (
     "SELECT m.id::text AS id, m.seq, m.role, m.content, m.status, m.tool, m.run_id::text AS run_id, m.client_id,"
-    " m.usage, m.finish_reason, m.created_at FROM sessions s LEFT JOIN LATERAL ("
-    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, created_at FROM messages"
+    " m.usage, m.finish_reason, m.reasoning, m.created_at FROM sessions s LEFT JOIN LATERAL ("
+    " SELECT id, seq, role, content, status, tool, run_id, client_id, usage, finish_reason, reasoning, created_at"
+    " FROM messages"
     " WHERE session_id = s.id AND seq > $3 ORDER BY seq LIMIT $4) m ON true"
     " WHERE s.id = $1 AND s.user_id = $2"
 )
@@ -113,18 +116,21 @@ async def update_message(
     usage: TokenUsage | None = None,
     tool: ToolCall | None = None,
     finish_reason: str | None = None,
+    reasoning: str | None = None,
 ) -> Message | None:
-    """Rewrite a message's content and status (a streaming checkpoint, the end of a run); `usage`, `tool` and
-    `finish_reason` are left as they are when None. Returns None if the message is gone."""
+    """Rewrite a message's content and status (a streaming checkpoint, the end of a run); `usage`, `tool`,
+    `finish_reason` and `reasoning` are left as they are when None. Returns None if the message is gone."""
     row = await db.fetchrow(
         "UPDATE messages SET content = $2, status = $3, usage = coalesce($4, usage), tool = coalesce($5, tool),"
-        " finish_reason = coalesce($6, finish_reason), updated_at = now() WHERE id = $1" + _RETURNING,
+        " finish_reason = coalesce($6, finish_reason), reasoning = coalesce($7, reasoning), updated_at = now()"
+        " WHERE id = $1" + _RETURNING,
         message_id,
         storable_text(content),
         status,
         None if usage is None else usage.model_dump(),
         _tool_json(tool),
         finish_reason,
+        None if reasoning is None else storable_text(reasoning),
     )
     return None if row is None else Message.from_record(row)
 

@@ -24,26 +24,27 @@ ListKey = tuple[bool, datetime, uuid.UUID]
 # Every statement is a literal (the column list written out each time): no SQL is ever composed at run time.
 # The list queries are public so that bench/history.py can EXPLAIN exactly what the server runs.
 _INSERT = (
-    "INSERT INTO sessions (user_id, title, model, instructions, mcp_servers) VALUES ($1, $2, $3, $4, $5)"
-    " RETURNING id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
-    " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
+    "INSERT INTO sessions (user_id, title, model, instructions, mcp_servers, settings)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+    " RETURNING id::text AS id, title, model, instructions, mcp_servers, settings, pinned, message_count,"
+    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
 )
 GET_ONE = (
-    "SELECT id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
-    " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
+    "SELECT id::text AS id, title, model, instructions, mcp_servers, settings, pinned, message_count,"
+    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
     " FROM sessions WHERE id = $1 AND user_id = $2"
 )
 LIST_FIRST = (
-    "SELECT id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
-    " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
+    "SELECT id::text AS id, title, model, instructions, mcp_servers, settings, pinned, message_count,"
+    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
     " FROM sessions WHERE user_id = $1"
     " ORDER BY sessions.pinned DESC, sessions.updated_at DESC, sessions.id DESC LIMIT $2"
 )
 # A row comparison on the index's own column order: the scan starts right after the cursor. Columns are qualified
 # because `id` alone would name the `id::text` output column, whose order is not the index's.
 LIST_AFTER = (
-    "SELECT id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
-    " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
+    "SELECT id::text AS id, title, model, instructions, mcp_servers, settings, pinned, message_count,"
+    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
     " FROM sessions WHERE user_id = $1 AND (sessions.pinned, sessions.updated_at, sessions.id) < ($2, $3, $4)"
     " ORDER BY sessions.pinned DESC, sessions.updated_at DESC, sessions.id DESC LIMIT $5"
 )
@@ -55,13 +56,15 @@ _UPDATE = (
     " model = CASE WHEN $7 THEN $8::text ELSE model END,"
     " instructions = CASE WHEN $9 THEN $10::text ELSE instructions END,"
     " mcp_servers = CASE WHEN $11 THEN $12::text[] ELSE mcp_servers END,"
+    # Settings merge: the keys sent replace theirs, a key sent as null is dropped (the provider's default again).
+    " settings = CASE WHEN $13 THEN jsonb_strip_nulls(settings || $14::jsonb) ELSE settings END,"
     " updated_at = now()"
     " WHERE id = $1 AND user_id = $2"
-    " RETURNING id::text AS id, title, model, instructions, mcp_servers, pinned, message_count, input_tokens,"
-    " output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
+    " RETURNING id::text AS id, title, model, instructions, mcp_servers, settings, pinned, message_count,"
+    " input_tokens, output_tokens, context_tokens, active_run_id::text AS active_run_id, created_at, updated_at"
 )
 OWNED = "SELECT true FROM sessions WHERE id = $1 AND user_id = $2"
-_UPDATABLE = ("title", "pinned", "model", "instructions", "mcp_servers")
+_UPDATABLE = ("title", "pinned", "model", "instructions", "mcp_servers", "settings")
 
 
 async def insert_session(
@@ -73,15 +76,9 @@ async def insert_session(
     instructions: str,
     mcp_servers: list[str] | None,
     window: ContextWindow,
+    settings: Mapping[str, Any] | None = None,
 ) -> Session:
-    row = await db.fetchrow(
-        _INSERT,
-        user_id,
-        title,
-        model,
-        instructions,
-        mcp_servers,
-    )
+    row = await db.fetchrow(_INSERT, user_id, title, model, instructions, mcp_servers, dict(settings or {}))
     assert row is not None
     return Session.from_record(row, context_limit=window(row["model"]))
 
@@ -121,7 +118,7 @@ async def update_session(
     changes: Mapping[str, Any],
     window: ContextWindow,
 ) -> Session | None:
-    """Set the given columns (a subset of title, pinned, model, instructions, mcp_servers); None if not found."""
+    """Set the given columns (a subset of `_UPDATABLE`; `settings` is merged key by key); None if not found."""
     unknown = set(changes).difference(_UPDATABLE)
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")

@@ -1,11 +1,13 @@
 """The models offered to users and their context windows.
 
-Windows come, in order, from `CHINWAG_MODELS` (`id:window`), from the table of known OpenAI models below (dated
+Whether a model accepts images comes from `CHINWAG_MODELS` (`id:window:vision`), else the known OpenAI vision models
+below. Windows come, in order, from `CHINWAG_MODELS` (`id:window`), from the table of known OpenAI models below (dated
 snapshots such as `gpt-4o-2024-08-06` take their family's window), else `DEFAULT_CONTEXT_WINDOW`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from chinwag.config import DEFAULT_CONTEXT_WINDOW, Settings
@@ -57,6 +59,47 @@ def known_context_window(model_id: str) -> int | None:
     return KNOWN_CONTEXT_WINDOWS[best] if best is not None else None
 
 
+# The known OpenAI models (of `KNOWN_CONTEXT_WINDOWS`) that accept image input; `o3-mini` is its own family, not
+# `o3`'s.
+KNOWN_VISION: frozenset[str] = frozenset(
+    {
+        "gpt-4-turbo",
+        "gpt-4.5-preview",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "chatgpt-4o-latest",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "gpt-5",
+        "gpt-5-mini",
+        "gpt-5-nano",
+        "gpt-5-chat",
+        "gpt-5-chat-latest",
+        "gpt-5.1",
+        "gpt-5.2",
+        "o1",
+        "o1-pro",
+        "o3",
+        "o3-pro",
+        "o4-mini",
+    }
+)
+
+
+def _family(model_id: str, known: Iterable[str]) -> str | None:
+    """The known model this id names: itself, or the longest known prefix followed by `-` (a dated snapshot)."""
+    name = model_id.rsplit("/", 1)[-1].strip().lower()
+    best: str | None = None
+    for family in known:
+        if name == family:
+            return family
+        # `gpt-4o-2024-08-06` and `gpt-5.1-codex` belong to their family; `gpt-4.5` is not `gpt-4`.
+        if name.startswith(family + "-") and (best is None or len(family) > len(best)):
+            best = family
+    return best
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """A model as `GET /config` shows it."""
@@ -64,6 +107,7 @@ class ModelInfo:
     id: str
     context_window: int
     default: bool
+    vision: bool
 
 
 class ModelCatalog:
@@ -72,8 +116,14 @@ class ModelCatalog:
     def __init__(self, settings: Settings) -> None:
         self._default = settings.resolved_default_model
         self._configured = {m.id: m.context_window for m in settings.models}
+        self._vision = {m.id: m.vision for m in settings.models if m.vision is not None}
         self._models = [
-            ModelInfo(id=m.id, context_window=self.context_window(m.id), default=m.id == self._default)
+            ModelInfo(
+                id=m.id,
+                context_window=self.context_window(m.id),
+                default=m.id == self._default,
+                vision=self.accepts_images(m.id),
+            )
             for m in settings.models
         ]
 
@@ -95,3 +145,10 @@ class ModelCatalog:
         if configured is not None:
             return configured
         return known_context_window(model_id) or DEFAULT_CONTEXT_WINDOW
+
+    def accepts_images(self, model_id: str) -> bool:
+        """Configured as `id:window:vision`, else a known OpenAI vision model."""
+        configured = self._vision.get(model_id)
+        if configured is not None:
+            return configured
+        return _family(model_id, KNOWN_CONTEXT_WINDOWS) in KNOWN_VISION

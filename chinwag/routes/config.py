@@ -18,7 +18,10 @@ async def get_config(settings: AppSettings, catalog: Catalog, mcp: Mcp) -> Serve
     """Version, models (with context windows), limits, MCP servers (with their state and tools), registration."""
     return ServerConfig(
         version=__version__,
-        models=[ModelInfo(id=m.id, context_window=m.context_window, default=m.default) for m in catalog.models()],
+        models=[
+            ModelInfo(id=m.id, context_window=m.context_window, default=m.default, vision=m.vision)
+            for m in catalog.models()
+        ],
         limits=Limits(
             max_upload_bytes=settings.max_upload_bytes,
             max_message_chars=settings.max_message_chars,

@@ -24,6 +24,7 @@ async def create_session(body: SessionCreate, user: CurrentUser, sessions: Sessi
         model=body.model,
         instructions=body.instructions,
         mcp_servers=body.mcp_servers,
+        settings=body.settings,
     )
 
 

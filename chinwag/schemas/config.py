@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ModelInfo(BaseModel):
@@ -13,6 +13,7 @@ class ModelInfo(BaseModel):
     id: str
     context_window: int
     default: bool
+    vision: bool = Field(description="accepts images (image files named in a message's file_ids reach it)")
 
 
 class Limits(BaseModel):

@@ -41,6 +41,9 @@ class Message(BaseModel):
     usage: TokenUsage | None
     finish_reason: FinishReason | None = None
     """Of an assistant message: how its run ended (as in `assistant_end`); null while streaming and on others."""
+    reasoning: str | None = None
+    """Of an assistant message: the reasoning the model streamed (`reasoning_delta`), shown to the user and never
+    sent back to the model as text; null when it streamed none."""
     created_at: datetime
 
     @classmethod

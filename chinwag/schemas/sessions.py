@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 TITLE_MAX_CHARS = 500
 INSTRUCTIONS_MAX_CHARS = 50_000
 MCP_SERVERS_MAX = 100
+MAX_OUTPUT_TOKENS_SETTING = 1_000_000
 
 
 def check_text(value: str) -> str:
@@ -47,6 +48,33 @@ class ContextSize(BaseModel):
     limit: int
 
 
+ReasoningEffort = Literal["minimal", "low", "medium", "high"]
+
+
+class ModelSettings(BaseModel):
+    """How the model answers in this session. Each is null by default: left out of the request, so the provider's
+    own default applies. They apply from the next run on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_output_tokens: Annotated[int, Field(ge=1, le=MAX_OUTPUT_TOKENS_SETTING)] | None = Field(
+        default=None, description="at most this many tokens per answer (never more than the server's own cap)"
+    )
+    reasoning_effort: ReasoningEffort | None = Field(
+        default=None, description="for reasoning models; ignored by others"
+    )
+
+    def stored(self) -> dict[str, Any]:
+        """The keys that are set (what the database keeps)."""
+        return self.model_dump(exclude_none=True)
+
+    def sent(self) -> dict[str, Any]:
+        """The keys the client sent, null included (a null drops that key from the stored settings)."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
 class Session(BaseModel):
     """A chat session of one user."""
 
@@ -76,6 +104,7 @@ class Session(BaseModel):
     model: str
     instructions: str
     mcp_servers: list[str] | None = Field(description="MCP servers this session may use; null means every enabled one")
+    settings: ModelSettings = Field(default_factory=ModelSettings)
     pinned: bool
     message_count: int
     usage: TokenUsage
@@ -120,9 +149,10 @@ class SessionCreate(BaseModel):
     model: ModelId | None = Field(default=None, description="one of the server's models; default: the server's default")
     instructions: Instructions = ""
     mcp_servers: ServerNames | None = None
+    settings: ModelSettings | None = None
 
 
-_NOT_NULL = ("title", "pinned", "model", "instructions")
+_NOT_NULL = ("title", "pinned", "model", "instructions", "settings")
 
 
 class SessionUpdate(BaseModel):
@@ -137,6 +167,9 @@ class SessionUpdate(BaseModel):
     model: ModelId | None = None
     instructions: Instructions | None = None
     mcp_servers: ServerNames | None = None
+    settings: ModelSettings | None = Field(
+        default=None, description="merged key by key: the keys sent replace the stored ones; a null key is unset"
+    )
 
     @model_validator(mode="after")
     def _no_null_values(self) -> SessionUpdate:
@@ -146,8 +179,11 @@ class SessionUpdate(BaseModel):
         return self
 
     def changes(self) -> dict[str, Any]:
-        """The fields the client sent, with their new values."""
-        return {name: getattr(self, name) for name in self.model_fields_set}
+        """The fields the client sent, with their new values (of `settings`, the keys it sent)."""
+        changes = {name: getattr(self, name) for name in self.model_fields_set}
+        if "settings" in changes:
+            changes["settings"] = changes["settings"].sent()
+        return changes
 
 
 class SessionPage(BaseModel):

@@ -14,6 +14,7 @@ import asyncpg
 from agents import Agent, ModelSettings, Tool
 from agents.mcp import MCPServer
 from agents.models.interface import ModelProvider
+from openai.types.shared import Reasoning
 
 from chinwag.config import Settings
 from chinwag.llm.catalog import ModelCatalog
@@ -112,7 +113,19 @@ def build_agent(*, settings: Settings, session: Session, files: FileContext, too
         model=session.model,
         tools=list[Tool](files.tools),
         mcp_servers=list[MCPServer](tools.servers),
-        model_settings=ModelSettings(include_usage=True),
+        model_settings=model_settings(session),
+    )
+
+
+def model_settings(session: Session) -> ModelSettings:
+    """The SDK's settings for each model call of the session's runs: only what the session set is sent (the
+    provider's defaults apply to the rest); the output cap is the run's to add."""
+    chosen = session.settings
+    return ModelSettings(
+        include_usage=True,
+        temperature=chosen.temperature,
+        top_p=chosen.top_p,
+        reasoning=Reasoning(effort=chosen.reasoning_effort) if chosen.reasoning_effort is not None else None,
     )
 
 

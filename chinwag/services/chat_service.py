@@ -28,6 +28,7 @@ from chinwag.schemas.sessions import Session
 from chinwag.services.agent_builder import RunDeps
 from chinwag.services.dead_runs import tell_dead_runs
 from chinwag.services.file_context import check_file_ids
+from chinwag.services.images import check_images
 from chinwag.services.instance import claim_instance_id
 from chinwag.services.model_fallback import with_offered_model
 from chinwag.services.postgres_session import PostgresSession
@@ -134,7 +135,15 @@ class ChatService:
         sessions = self._sessions()
         session = await sessions.get(user_id=user_id, session_id=session_id)
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
+        # Before the image check: that asks whether the model the run will use can see images.
         session = await with_offered_model(self.deps, sessions, session, user_id=user_id)
+        await check_images(
+            self.deps.pool,
+            session_id=session.id,
+            file_ids=file_ids,
+            model=session.model,
+            vision=self.deps.llm.catalog.accepts_images(session.model),
+        )
         await self._check_active_runs(user_id)
         rate_key = await self._count_message(user_id)
         try:

@@ -54,7 +54,18 @@ class ModelTurnCut:
     """The model response stopped at the output cap (Responses API `response.incomplete`)."""
 
 
-Mapped = str | ToolStarted | ToolFinished | ModelTurnStarted | ModelTurnEnded | ModelTurnCut | None
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Reasoning text the model streamed: a Responses API reasoning summary, or `reasoning_content` / `reasoning`
+    deltas of an OpenAI-compatible server (the SDK turns both into reasoning events)."""
+
+    delta: str
+
+
+_REASONING_DELTAS = frozenset({"response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
+
+
+Mapped = str | ReasoningDelta | ToolStarted | ToolFinished | ModelTurnStarted | ModelTurnEnded | ModelTurnCut | None
 
 
 def map_stream_event(event: StreamEvent) -> Mapped:
@@ -65,6 +76,9 @@ def map_stream_event(event: StreamEvent) -> Mapped:
         if kind == "response.output_text.delta":
             delta: str = getattr(data, "delta", "")
             return delta or None
+        if kind in _REASONING_DELTAS:
+            reasoning: str = getattr(data, "delta", "")
+            return ReasoningDelta(reasoning) if reasoning else None
         if kind == "response.created":
             return ModelTurnStarted()
         if kind == "response.completed":

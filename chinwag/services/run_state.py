@@ -39,10 +39,16 @@ class RunState:
     cut: bool = False
     """The provider cut the answer (output cap or window): the run ends with `finish_reason: "length"`."""
     tools_started: int = 0
+    reasoning_parts: list[str] = field(default_factory=list)
+    """The reasoning the model streamed (`reasoning_delta`), kept apart from the answer."""
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    @property
+    def reasoning(self) -> str | None:
+        return "".join(self.reasoning_parts) if self.reasoning_parts else None
 
     @property
     def turn_text(self) -> str:

@@ -38,11 +38,14 @@ from chinwag.services.agent_builder import (
     overhead_tokens,
 )
 from chinwag.services.file_context import FileContext, build_file_context
+from chinwag.services.file_service import FileStore
+from chinwag.services.images import ImageParts, image_files
 from chinwag.services.postgres_session import PostgresSession
 from chinwag.services.run_events import (
     ModelTurnCut,
     ModelTurnEnded,
     ModelTurnStarted,
+    ReasoningDelta,
     ToolFinished,
     ToolStarted,
     classify_error,
@@ -96,6 +99,9 @@ class _Prepared(NamedTuple):
     files: FileContext
     store: PostgresSession
     history: tuple[context_db.ContextState, list[context_db.ContextRow]]
+    images: ImageParts
+    image_parts: list[dict[str, Any]]
+    """The message's own images, as the model gets them."""
 
 
 class ChatRun:
@@ -246,11 +252,17 @@ class ChatRun:
             )
 
     async def _set_up(self) -> _Prepared:
-        """The assistant message row (then `assistant_start`), the file context and the Layer 1 history read: three
-        independent round trips, run at once on separate pool connections, before the model request."""
+        """The assistant message row (then `assistant_start`), the file context, the Layer 1 history and the
+        message's images: independent reads, run at once on separate pool connections, before the model request."""
         counter = self.deps.llm.counter
         store = PostgresSession(self.deps.pool, self.session.id, counter=counter, turn_seq=self.user_message.seq)
-        assistant, files, history = await asyncio.gather(
+        images = ImageParts(
+            pool=self.deps.pool,
+            store=FileStore.from_settings(self.deps.settings),
+            session_id=self.session.id,
+            vision=self.deps.llm.catalog.accepts_images(self.session.model),
+        )
+        assistant, files, history, image_parts = await asyncio.gather(
             self.sessions.append_message(
                 session_id=self.session.id, role="assistant", content="", status="streaming", run_id=self.run_id
             ),
@@ -262,6 +274,7 @@ class ChatRun:
                 counter=counter,
             ),
             store.unsummarized(),
+            self._message_images(images),
             return_exceptions=True,
         )
         if isinstance(assistant, BaseException):
@@ -273,7 +286,15 @@ class ChatRun:
             raise files
         if isinstance(history, BaseException):
             raise history
-        return _Prepared(files=files, store=store, history=history)
+        if isinstance(image_parts, BaseException):
+            raise image_parts
+        return _Prepared(files=files, store=store, history=history, images=images, image_parts=image_parts)
+
+    async def _message_images(self, images: ImageParts) -> list[dict[str, Any]]:
+        if not self.file_ids or not images.vision:
+            return []
+        files = await image_files(self.deps.pool, session_id=self.session.id, file_ids=self.file_ids)
+        return await images.message_parts(files)
 
     async def _stream(self, prepared: _Prepared) -> None:
         acquire = self.deps.mcp.acquire if self.deps.mcp is not None else no_mcp
@@ -290,13 +311,15 @@ class ChatRun:
                 overhead_tokens=self._overhead_tokens,
                 summarize=self._summarize,
                 summary_overhead_tokens=counter.count_text(SUMMARY_INSTRUCTIONS) + SUMMARY_OVERHEAD_MARGIN,
+                images=prepared.images,
             )
-            self._cap = self._output_cap(layer1)
+            new_input = self._new_input(prepared.image_parts)
+            self._cap = self._output_cap(layer1, new_input)
             agent.model_settings = dataclasses.replace(agent.model_settings, max_tokens=self._cap)
             if self.interrupted.is_set():
                 return
             try:
-                await self._stream_once(agent, self.user_message.content, tools, provider)
+                await self._stream_once(agent, new_input, tools, provider)
             except openai.BadRequestError as exc:
                 if not self._may_retry_plain(exc):
                     raise
@@ -336,12 +359,28 @@ class ChatRun:
             if not result.is_complete:
                 result.cancel("immediate")
 
-    def _output_cap(self, layer1: TokenAwareSession) -> int:
-        """The most tokens the answer may take: `max_output_tokens`, never more than the window leaves after the
-        instructions, tools, history (at most the budget) and the new message."""
-        message = self.deps.llm.counter.count_text(self.user_message.content)
+    def _new_input(self, image_parts: list[dict[str, Any]]) -> str | list[Any]:
+        """The user message as the model gets it: its text, with its images when it names image files."""
+        if not image_parts:
+            return self.user_message.content
+        text = {"type": "input_text", "text": self.user_message.content}
+        return [{"type": "message", "role": "user", "content": [text, *image_parts]}]
+
+    def _output_cap(self, layer1: TokenAwareSession, new_input: str | list[Any]) -> int:
+        """The most tokens the answer may take: the server's `max_output_tokens` (or the session's, if lower), never
+        more than the window leaves after the instructions, tools, history (at most the budget) and the new
+        message."""
+        counter = self.deps.llm.counter
+        message = (
+            counter.count_text(new_input)
+            if isinstance(new_input, str)
+            else sum(counter.count_item(item) for item in new_input)
+        )
         left = self.window - self._overhead_tokens - layer1.history_bound() - message - OUTPUT_MARGIN_TOKENS
-        return max(1, min(self.deps.settings.max_output_tokens, left))
+        cap = self.deps.settings.max_output_tokens
+        if self.session.settings.max_output_tokens is not None:
+            cap = min(cap, self.session.settings.max_output_tokens)
+        return max(1, min(cap, left))
 
     def _may_retry_plain(self, exc: openai.BadRequestError) -> bool:
         """Whether a 400 may be the history's fault and worth one retry: nothing streamed yet, not retried before,
@@ -361,7 +400,10 @@ class ChatRun:
             mapped = map_stream_event(event)
             if mapped is None:
                 continue
-            if isinstance(mapped, str):
+            if isinstance(mapped, ReasoningDelta):
+                state.reasoning_parts.append(mapped.delta)
+                await self.channel.emit_reasoning(mapped.delta)
+            elif isinstance(mapped, str):
                 if state.turn_start and state.turn_start == len(state.parts) and state.parts:
                     # A new model response after tool calls: its text starts a new paragraph, in the stream and the
                     # history alike, rather than running into the text before the calls.
@@ -373,7 +415,7 @@ class ChatRun:
                 now = time.monotonic()
                 if now - last_checkpoint >= CHECKPOINT_EVERY_S:
                     last_checkpoint = now
-                    await self.writer.checkpoint(self.assistant_message_id, state.text)
+                    await self.writer.checkpoint(self.assistant_message_id, state.text, reasoning=state.reasoning)
             elif isinstance(mapped, ModelTurnStarted | ModelTurnEnded):
                 state.turn_start = len(state.parts)
                 if isinstance(mapped, ModelTurnEnded) and mapped.output_tokens is not None:
@@ -444,7 +486,7 @@ class ChatRun:
         if not stored:
             finish, error = "error", error or _STORE_ERROR
         if self.assistant_message_id and not await self.writer.answer(
-            self.assistant_message_id, text=state.text, finish=finish, usage=state.usage
+            self.assistant_message_id, text=state.text, finish=finish, usage=state.usage, reasoning=state.reasoning
         ):
             stored = False
             finish, error = "error", error or _STORE_ERROR

@@ -72,12 +72,14 @@ class RunWriter:
                 self.down = True
             raise
 
-    async def checkpoint(self, message_id: str, text: str) -> None:
+    async def checkpoint(self, message_id: str, text: str, *, reasoning: str | None = None) -> None:
         """The answer so far, stored while it streams. A database that stays away past the brief retries ends the
         run (`StoreUnavailable`): it could not keep what it streams."""
         try:
             await self.write(
-                lambda: self.sessions.update_message(message_id=message_id, content=text, status="streaming"),
+                lambda: self.sessions.update_message(
+                    message_id=message_id, content=text, status="streaming", reasoning=reasoning
+                ),
                 what="checkpoint",
             )
         except Exception as exc:
@@ -98,7 +100,9 @@ class RunWriter:
             what="tool message",
         )
 
-    async def answer(self, message_id: str, *, text: str, finish: FinishReason, usage: TokenUsage) -> bool:
+    async def answer(
+        self, message_id: str, *, text: str, finish: FinishReason, usage: TokenUsage, reasoning: str | None = None
+    ) -> bool:
         """The assistant message's text, status and usage; False when the database did not take them (then at
         least its status is ended, if the database takes that)."""
         try:
@@ -109,6 +113,7 @@ class RunWriter:
                     status=MESSAGE_STATUS[finish],
                     usage=usage,
                     finish_reason=finish,
+                    reasoning=reasoning,
                 ),
                 what="answer",
             )

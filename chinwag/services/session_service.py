@@ -22,7 +22,7 @@ from chinwag.db.sessions import ContextWindow, Executor
 from chinwag.errors import BadRequest, NotFound, ServiceUnavailable
 from chinwag.llm.catalog import ModelCatalog
 from chinwag.schemas.messages import FinishReason, Message, MessageStatus, Role, SearchResults, ToolCall
-from chinwag.schemas.sessions import Session, SessionPage, SessionUpdate, TokenUsage
+from chinwag.schemas.sessions import ModelSettings, Session, SessionPage, SessionUpdate, TokenUsage
 from chinwag.services.message_utils import SessionCursor, parse_id
 from chinwag.services.rate_limit import ConcurrencySlots
 
@@ -67,6 +67,7 @@ class SessionService:
         model: str | None = None,
         instructions: str = "",
         mcp_servers: builtins.list[str] | None = None,
+        settings: ModelSettings | None = None,
     ) -> Session:
         return await sessions_db.insert_session(
             self._db,
@@ -75,6 +76,7 @@ class SessionService:
             model=self._check_model(model) if model is not None else self._settings.resolved_default_model,
             instructions=instructions,
             mcp_servers=mcp_servers,
+            settings=settings.stored() if settings is not None else {},
             window=self._window,
         )
 
@@ -211,6 +213,7 @@ class SessionService:
         usage: TokenUsage | None = None,
         tool: ToolCall | None = None,
         finish_reason: FinishReason | None = None,
+        reasoning: str | None = None,
     ) -> Message:
         """Rewrite a message's content and status (checkpoint or end of a run); `NotFound` if it is gone."""
         message = await messages_db.update_message(
@@ -221,6 +224,7 @@ class SessionService:
             usage=usage,
             tool=tool,
             finish_reason=finish_reason,
+            reasoning=reasoning,
         )
         if message is None:
             raise NotFound("message not found")

@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import asyncpg
 from agents import SessionSettings, TResponseInputItem
@@ -57,6 +57,15 @@ SUMMARY_MAX_TOKENS = 512
 SUMMARY_INPUT_SHARE = 0.9
 """Of what the window leaves for the conversation, the share a summary request uses: offline counts run a little
 under a provider's (its chat template adds tokens per message)."""
+
+
+class ImageForms(Protocol):
+    """How a run's images travel (`services.images.ImageParts`): by reference in storage, as bytes to the model."""
+
+    def by_reference(self, items: list[Any]) -> list[Any]: ...
+
+    async def resolve(self, items: list[Any]) -> list[Any]: ...
+
 
 Summarize = Callable[[list[TResponseInputItem]], Awaitable[str]]
 """Condense items (an earlier summary first, if any) into a short text; the chat service wraps the model."""
@@ -135,6 +144,7 @@ class TokenAwareSession:
         history: tuple[db.ContextState, list[db.ContextRow]] | None = None,
         record_context_tokens: bool = True,
         defer_first_write: bool = False,
+        images: ImageForms | None = None,
     ) -> None:
         if context_window <= 0:
             raise ValueError("context_window must be positive")
@@ -160,6 +170,8 @@ class TokenAwareSession:
         self._prefetched = history
         """The stored history, read already by the caller (`PostgresSession.unsummarized()`): the next `prepare()`
         uses it instead of reading again. Only for a caller that writes nothing to Layer 1 in between."""
+        self.images = images
+        """Images of the run: stored as references to their files, sent as data URLs."""
         self.defer_next_write = defer_first_write
         """The next `add_items` returns at once and writes in the background (a run's input item, which the SDK
         saves just before its first model request): every other method, and the next `add_items`, waits for that
@@ -192,6 +204,7 @@ class TokenAwareSession:
         overhead_tokens: int,
         summarize: Summarize,
         summary_overhead_tokens: int,
+        images: ImageForms | None = None,
     ) -> TokenAwareSession:
         """Layer 1 as a chat run uses it: the history read while the run set up, the run's overhead known, the
         context size left for the run to record after it ends, and the run's input item written in the background
@@ -205,6 +218,7 @@ class TokenAwareSession:
             history=history,
             record_context_tokens=False,
             defer_first_write=True,
+            images=images,
         )
 
     @property
@@ -230,6 +244,8 @@ class TokenAwareSession:
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         await self.flush()
+        if self.images is not None:
+            items = self.images.by_reference(items)
         if self.defer_next_write:
             self.defer_next_write = False
             self._writing = asyncio.create_task(self.store.add_items(items), name=f"layer1-write-{self.session_id}")
@@ -275,6 +291,8 @@ class TokenAwareSession:
         if self.record_context_tokens:
             async with self.store.pool.acquire() as conn:
                 await db.set_context_tokens(conn, session_id=self.session_id, tokens=view.tokens)
+        if self.images is not None:
+            view.items = await self.images.resolve(view.items)
         self.last_view = view
         return view
 

@@ -74,6 +74,7 @@ const ICONS = {
   star: 'M12 3.5l2.6 5.3 5.9.9-4.3 4.1 1 5.8-5.2-2.7-5.2 2.7 1-5.8-4.3-4.1 5.9-.9z',
   menu: 'M4 6h16M4 12h16M4 18h16',
   close: 'M6 6l12 12M18 6L6 18',
+  settings: 'M4 7h10M18 7h2M4 17h2M10 17h10M14 5v4M8 15v4',
 };
 
 /** A small line icon (decorative: the button around it carries the accessible name). */

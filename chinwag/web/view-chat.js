@@ -13,6 +13,7 @@ import { ChatSocket } from './socket.js';
 import { emit, newChat, newRun, on, state, upsertSession } from './store.js';
 import { formatNumber, frameThrottle, h, icon, sessionTitle } from './util.js';
 import { renderFiles, addFiles, resetFiles } from './view-files.js';
+import { askSettings } from './view-settings.js';
 
 const PAGE = 50;
 let socket = null;
@@ -296,6 +297,7 @@ async function ensureSession() {
   if (!chat.creating) {
     chat.creating = (async () => {
       const body = chat.draftModel ? { model: chat.draftModel } : {};
+      if (chat.draftSettings) body.settings = chat.draftSettings;
       const session = await api.createSession(body);
       chat.sessionId = session.id;
       chat.session = session;
@@ -360,6 +362,7 @@ export function renderChat(root, { toggleSidebar }) {
   menu.addEventListener('click', () => menu.setAttribute('aria-expanded', String(toggleSidebar())));
   const title = h('h1', { class: 'chat-title' });
   const model = h('select', { 'aria-label': 'Model', class: 'model' });
+  const settingsButton = h('button', { type: 'button', class: 'icon settings', 'aria-label': 'Model settings', title: 'Model settings' }, icon('settings'));
   const contextText = h('span', { class: 'ctx-text' });
   const meter = h('meter', { min: 0, max: 1, value: 0, 'aria-hidden': 'true' });
   const context = h('p', { role: 'status', 'aria-label': 'Context', class: 'ctx', title: 'Tokens the model sees next turn / its context window' }, meter, contextText);
@@ -381,7 +384,7 @@ export function renderChat(root, { toggleSidebar }) {
   const form = h('form', { class: 'composer' }, attachmentsSlot, h('div', { class: 'composer-row' }, composer, actions));
 
   root.replaceChildren(
-    h('header', { class: 'chat-head' }, menu, title, net, h('span', { class: 'spacer' }), model, context),
+    h('header', { class: 'chat-head' }, menu, title, net, h('span', { class: 'spacer' }), model, settingsButton, context),
     filesSlot,
     conversation,
     alertSlot,
@@ -427,6 +430,22 @@ export function renderChat(root, { toggleSidebar }) {
     event.preventDefault();
     root.classList.remove('dropping');
     if (event.dataTransfer?.files?.length) addFiles([...event.dataTransfer.files]);
+  });
+
+  settingsButton.addEventListener('click', async () => {
+    const chat = state.chat;
+    const chosen = await askSettings(chat.session?.settings || chat.draftSettings || {});
+    if (!chosen || state.chat !== chat) return;
+    if (!chat.sessionId) {
+      chat.draftSettings = chosen;
+      return;
+    }
+    try {
+      upsertSession(await api.updateSession(chat.sessionId, { settings: chosen }));
+      emit('chat');
+    } catch (error) {
+      showError(error.detail);
+    }
   });
 
   model.addEventListener('change', async () => {

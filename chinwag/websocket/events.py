@@ -167,6 +167,14 @@ class TextDelta(RunEvent):
     delta: str
 
 
+class ReasoningDeltaEvent(RunEvent):
+    """Reasoning the model streams before (or between) its text, shown apart from the answer. Sent by
+    `text_delta_frame`, not as a model (the hot path)."""
+
+    type: Literal["reasoning_delta"] = "reasoning_delta"
+    delta: str
+
+
 class ToolStart(RunEvent):
     type: Literal["tool_start"] = "tool_start"
     call_id: str
@@ -204,6 +212,7 @@ RUN_EVENTS: tuple[type[RunEvent], ...] = (
     UserMessageEvent,
     AssistantStart,
     TextDelta,
+    ReasoningDeltaEvent,
     ToolStart,
     ToolDone,
     AssistantEnd,
@@ -255,9 +264,10 @@ def run_frame(run_id: str, seq: int, event: RunEvent) -> str:
     return orjson.dumps({"type": event.type, "run_id": run_id, "seq": seq, **event.model_dump(mode="json")}).decode()
 
 
-def text_delta_frame(run_id: str, seq: int, delta: str) -> str:
-    """The hot path: a `text_delta` frame spliced from a template, no model built, size independent of history."""
-    return f'{{"type":"text_delta","run_id":"{run_id}","seq":{seq},"delta":{orjson.dumps(delta).decode()}}}'
+def text_delta_frame(run_id: str, seq: int, delta: str, *, kind: str = "text_delta") -> str:
+    """The hot path: a `text_delta` (or `reasoning_delta`) frame spliced from a template, no model built, size
+    independent of history."""
+    return f'{{"type":"{kind}","run_id":"{run_id}","seq":{seq},"delta":{orjson.dumps(delta).decode()}}}'
 
 
 def error_frame(code: ErrorCode, message: str, *, retryable: bool = False, run_id: str | None = None) -> str:

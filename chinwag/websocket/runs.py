@@ -127,6 +127,11 @@ class RunChannel:
         await self._send(self.seq, text_delta_frame(self.run_id, self.seq, delta))
         return self.seq
 
+    async def emit_reasoning(self, delta: str) -> int:
+        self.seq += 1
+        await self._send(self.seq, text_delta_frame(self.run_id, self.seq, delta, kind="reasoning_delta"))
+        return self.seq
+
     async def _send(self, seq: int, frame: str) -> None:
         await self._buffers.append(self.run_id, seq, frame)
         await self._bus.publish(Envelope(session_id=self.session_id, frame=frame, run_id=self.run_id, seq=seq))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from chinwag.config import DEFAULT_CONTEXT_WINDOW, Settings
 from chinwag.llm.catalog import ModelCatalog, ModelInfo, known_context_window
 
@@ -12,13 +14,28 @@ def _settings(**values: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+def test_vision_is_configured_or_known() -> None:
+    catalog = ModelCatalog(_settings(models="llava:7b:4096:vision,qwen2.5:32768,gpt-4o-mini,gpt-3.5-turbo"))
+    assert [(m.id, m.context_window, m.vision) for m in catalog.models()] == [
+        ("llava:7b", 4096, True),
+        ("qwen2.5", 32768, False),
+        ("gpt-4o-mini", 128_000, True),
+        ("gpt-3.5-turbo", 16_385, False),
+    ]
+    assert catalog.accepts_images("gpt-4o-2024-08-06")
+    assert catalog.accepts_images("openai/gpt-4.1")
+    assert not catalog.accepts_images("o3-mini")
+    with pytest.raises(ValueError, match="id:window:vision"):
+        _settings(models="llava:vision")
+
+
 def test_configured_known_and_unknown_windows() -> None:
     catalog = ModelCatalog(_settings(models="gpt-4o,llama3.2-3b:8192,my-model,gpt-4.1-mini:50000"))
     assert catalog.models() == [
-        ModelInfo(id="gpt-4o", context_window=128_000, default=True),
-        ModelInfo(id="llama3.2-3b", context_window=8192, default=False),
-        ModelInfo(id="my-model", context_window=DEFAULT_CONTEXT_WINDOW, default=False),
-        ModelInfo(id="gpt-4.1-mini", context_window=50_000, default=False),
+        ModelInfo(id="gpt-4o", context_window=128_000, default=True, vision=True),
+        ModelInfo(id="llama3.2-3b", context_window=8192, default=False, vision=False),
+        ModelInfo(id="my-model", context_window=DEFAULT_CONTEXT_WINDOW, default=False, vision=False),
+        ModelInfo(id="gpt-4.1-mini", context_window=50_000, default=False, vision=True),
     ]
     assert catalog.default_model == "gpt-4o"
     assert catalog.is_offered("my-model")

@@ -23,7 +23,7 @@ async def test_default_config(client: httpx.AsyncClient) -> None:
     assert set(body) == {"version", "models", "limits", "mcp_servers", "registration", "model_provider"}
     assert body["version"] == __version__
     window = known_context_window(DEFAULT_MODEL) or DEFAULT_CONTEXT_WINDOW
-    assert body["models"] == [{"id": DEFAULT_MODEL, "context_window": window, "default": True}]
+    assert body["models"] == [{"id": DEFAULT_MODEL, "context_window": window, "default": True, "vision": True}]
     assert body["limits"] == {"max_upload_bytes": 20 * MiB, "max_message_chars": 100_000, "file_types": ALLOWED_TYPES}
     assert body["mcp_servers"] == []
     assert body["registration"] == "open"  # the test servers' setting
@@ -47,8 +47,13 @@ async def test_config_follows_settings(server_factory: ServerFactory, tmp_path: 
         # a bad token does not matter here: the config is public
         body = (await client.get("/config", headers={"Authorization": "Bearer not-a-token"})).json()
     assert body["models"] == [
-        {"id": "llama3", "context_window": 8192, "default": False},
-        {"id": "qwen", "context_window": known_context_window("qwen") or DEFAULT_CONTEXT_WINDOW, "default": True},
+        {"id": "llama3", "context_window": 8192, "default": False, "vision": False},
+        {
+            "id": "qwen",
+            "context_window": known_context_window("qwen") or DEFAULT_CONTEXT_WINDOW,
+            "default": True,
+            "vision": False,
+        },
     ]
     assert body["limits"]["max_upload_bytes"] == 1234
     assert body["limits"]["max_message_chars"] == 99

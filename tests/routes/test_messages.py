@@ -25,6 +25,7 @@ MESSAGE_KEYS = {
     "client_id",
     "usage",
     "finish_reason",
+    "reasoning",
     "created_at",
 }
 

@@ -20,6 +20,7 @@ SESSION_KEYS = {
     "model",
     "instructions",
     "mcp_servers",
+    "settings",
     "pinned",
     "message_count",
     "usage",
