@@ -4,22 +4,31 @@ VENV := .venv
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-runtime
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install browser run test test-fast test-real check lint format bench clean
+.PHONY: install install-runtime browser run test test-fast test-real check lint format bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==0.13.8
 
+# Everything: the runtime, the dev group (tests, linters) and the `otel` extra (its tests run in the suite).
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --extra otel --python $(PYTHON)
+	touch $@ $(RUN_STAMP)
+
+# What running needs and nothing more (no test or lint tools); --inexact keeps anything a test run installed.
+$(RUN_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --no-default-groups --inexact --python $(PYTHON)
 	touch $@
 
 install: $(STAMP)
 
-run: install  ## start the server (embedded PostgreSQL when CHINWAG_DATABASE_URL is unset)
+install-runtime: $(RUN_STAMP)
+
+run: install-runtime  ## start the server (embedded PostgreSQL when CHINWAG_DATABASE_URL is unset)
 	$(VENV)/bin/chinwag serve $(ARGS)
 
 test: install browser  ## the whole suite (the real tier builds llama-server into ~/.cache/chinwag once: ~9 min on 2 cores)

@@ -32,10 +32,11 @@ def _settings() -> Settings:
     try:
         settings = load_settings()
         load_mcp_config(settings.mcp_config)  # fail here, in one clear line, rather than inside a worker
-        return settings
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -59,8 +60,9 @@ def create_app_from_env() -> object:
     """uvicorn's factory: each worker process reads the settings once and builds its app."""
     from chinwag.main import create_app
 
-    configure_logging()
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings, drain_on_sigterm=True)
 
 
 @app.command()
@@ -73,16 +75,24 @@ def serve(
     """Start the server (migrating the database first)."""
     import uvicorn
 
+    from chinwag.startup import report
+
     configure_logging()
     settings = _settings()
     if workers > 1 and not settings.redis_url:
         raise _fail("--workers > 1 needs CHINWAG_REDIS_URL (runs and events are shared through Redis)", 2)
+    report(settings)
+    if settings.metrics:
+        from chinwag.observability.multiproc import prepare_multiprocess_dir
+
+        # Before any worker (or, with one, this process) imports prometheus_client: it picks its mode at import.
+        prepare_multiprocess_dir(settings.data_dir)
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into a normal exit so the embedded
     # database below is stopped too.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_quietly)
     with _database(settings) as dsn:
-        _migrate_or_exit(dsn)
+        _migrate_or_exit(dsn, configured=bool(settings.database_url))
         os.environ["CHINWAG_DATABASE_URL"] = dsn
         uvicorn.run(
             "chinwag.cli:create_app_from_env",
@@ -105,6 +115,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws_ping_interval": 20.0,
         "ws_ping_timeout": 20.0,
         "ws_per_message_deflate": False,
+        # After the SIGTERM drain (chinwag.shutdown) has ended the runs and closed the chat sockets: what is left
+        # is HTTP requests.
         "timeout_graceful_shutdown": 10,
         # uvicorn's own default trusts X-Forwarded-For from 127.0.0.1: only the configured proxies may set it.
         "proxy_headers": bool(settings.trusted_proxies),
@@ -128,11 +140,13 @@ async def _migrate(dsn: str) -> list[str]:
         await conn.close()
 
 
-def _migrate_or_exit(dsn: str) -> list[str]:
+def _migrate_or_exit(dsn: str, *, configured: bool) -> list[str]:
+    from chinwag.startup import DATABASE_ERRORS, describe_database_error
+
     try:
         return asyncio.run(_migrate(dsn))
-    except (TimeoutError, OSError) as exc:
-        raise _fail(f"cannot reach the database: {exc}") from None
+    except DATABASE_ERRORS as exc:
+        raise _fail(describe_database_error(exc, dsn, configured=configured)) from None
 
 
 @app.command()
@@ -141,7 +155,7 @@ def migrate() -> None:
     configure_logging()
     settings = _settings()
     with _database(settings) as dsn:
-        applied = _migrate_or_exit(dsn)
+        applied = _migrate_or_exit(dsn, configured=bool(settings.database_url))
     typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
 
 
@@ -153,7 +167,6 @@ def user_create(
     display_name: str | None = typer.Option(None, "--display-name", help="Name shown to others."),
 ) -> None:
     """Create a user, whatever CHINWAG_REGISTRATION says (migrating the database first)."""
-    import asyncpg
     from pydantic import ValidationError
 
     from chinwag.errors import Conflict
@@ -166,13 +179,16 @@ def user_create(
         body = RegisterRequest(email=email, password=password, display_name=display_name)
     except ValidationError as exc:
         raise _fail(_problems(exc)) from None
+    from chinwag.startup import DATABASE_ERRORS, describe_database_error
+
+    dsn = settings.database_url or ""
     try:
         with _database(settings) as dsn:
             user = asyncio.run(_create_user(dsn, body, admin=admin, settings=settings))
     except Conflict as exc:
         raise _fail(f"{body.email}: {exc.detail}") from None
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        raise _fail(f"cannot reach the database: {exc}") from None
+    except DATABASE_ERRORS as exc:
+        raise _fail(describe_database_error(exc, dsn, configured=bool(settings.database_url))) from None
     typer.echo(f"created {user.role} {user.email} (id {user.id})")
 
 
@@ -206,9 +222,8 @@ def _problems(exc: Any) -> str:
 def _with_admin(work: Callable[[AdminService], Awaitable[T]]) -> T:
     """Run `work` with the same service the admin API uses, on the configured database (migrated first). A
     domain error (no such user, the last admin) or an unreachable database is one line on stderr and exit 1."""
-    import asyncpg
-
     from chinwag.errors import ChinwagError
+    from chinwag.startup import DATABASE_ERRORS, describe_database_error
 
     configure_logging()
     settings = _settings()
@@ -225,13 +240,14 @@ def _with_admin(work: Callable[[AdminService], Awaitable[T]]) -> T:
             )
             return await work(admin)
 
+    dsn = settings.database_url or ""
     try:
         with _database(settings) as dsn:
             return asyncio.run(run(dsn))
     except ChinwagError as exc:
         raise _fail(exc.detail) from None
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        raise _fail(f"cannot reach the database: {exc}") from None
+    except DATABASE_ERRORS as exc:
+        raise _fail(describe_database_error(exc, dsn, configured=bool(settings.database_url))) from None
 
 
 EmailArgument = typer.Argument(..., help="The user's email address.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import secrets
@@ -121,6 +122,25 @@ class Settings(BaseSettings):
     extract_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     extract_memory_mib: int = Field(default=1024, ge=256, le=65536)
 
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per line (time, level, logger, message and the request, user, session and run ids)."""
+    metrics: bool = False
+    """Serve Prometheus metrics at `/metrics` (no auth: restrict it at the reverse proxy)."""
+    shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
+    """On SIGTERM, how long runs in flight may go on before they are interrupted."""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Resolved once: every worker, the embedded database and the logs name the same place whatever the cwd.
+        return value.expanduser().resolve()
+
     @field_validator("models", mode="before")
     @classmethod
     def _parse_models(cls, value: Any) -> Any:
@@ -201,6 +221,24 @@ class Settings(BaseSettings):
     def uses_azure(self) -> bool:
         return self.azure_openai_endpoint is not None
 
+    @property
+    def model_problem(self) -> str | None:
+        """Why no model can be reached as configured (what to set), or None when it is configured.
+
+        Without a key or a base URL the `openai` client would call api.openai.com with no key and every chat would
+        fail with a 401 from the provider: better to say so at start, in health and config, and in each run."""
+        if self.uses_azure:
+            if self.azure_openai_api_key is None and self.openai_api_key is None:
+                return "AZURE_OPENAI_ENDPOINT is set but no key: set AZURE_OPENAI_API_KEY"
+            return None
+        if self.openai_api_key is None and self.openai_base_url is None:
+            return (
+                "no model provider is configured: set OPENAI_API_KEY (OpenAI), OPENAI_BASE_URL (an "
+                "OpenAI-compatible server such as Ollama, vLLM or llama.cpp), or AZURE_OPENAI_ENDPOINT with "
+                "AZURE_OPENAI_API_KEY"
+            )
+        return None
+
 
 class SettingsError(Exception):
     """Settings could not be read; the message names each offending variable."""
@@ -217,6 +255,31 @@ _ALIASES = {
 
 def env_name(field: str) -> str:
     return _ALIASES.get(field, f"CHINWAG_{field.upper()}")
+
+
+def known_env_names() -> list[str]:
+    """Every `CHINWAG_*` variable the settings read."""
+    return sorted(env_name(f) for f in Settings.model_fields if env_name(f).startswith("CHINWAG_"))
+
+
+# Read outside `Settings` (by the test suite and the benchmarks): never worth a warning.
+_OTHER_PREFIXES = ("CHINWAG_TEST_", "CHINWAG_BENCH_", "CHINWAG_REQUIRE_SERVICES", "CHINWAG_LLAMA_")
+
+
+def unknown_env_warnings(environ: dict[str, str] | None = None) -> list[str]:
+    """One line per `CHINWAG_*` variable that no setting reads, with the nearest known name when one is close:
+    a typo (`CHINWAG_DATABSE_URL`) would otherwise be silently ignored."""
+    names = known_env_names()
+    env = os.environ if environ is None else environ
+    lines = []
+    for name in sorted(env):
+        upper = name.upper()
+        if not upper.startswith("CHINWAG_") or upper in names or upper.startswith(_OTHER_PREFIXES):
+            continue
+        close = difflib.get_close_matches(upper, names, n=1, cutoff=0.6)
+        hint = f": did you mean {close[0]}?" if close else ""
+        lines.append(f"{name} is not a chinwag setting and is ignored{hint}")
+    return lines
 
 
 def load_settings(**overrides: Any) -> Settings:

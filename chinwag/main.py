@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.trace import TracerProvider
 
 from chinwag import __version__
 from chinwag.config import Settings, load_or_create_secret
@@ -22,7 +23,25 @@ from chinwag.middleware.auth import AuthMiddleware
 from chinwag.middleware.body_limit import BodyLimitMiddleware
 from chinwag.middleware.client_address import ClientAddressMiddleware, TrustedProxies, parse_networks
 from chinwag.middleware.request_id import RequestIdMiddleware
-from chinwag.routes import admin, auth, branches, files, health, messages, search, sessions, transfer, web
+from chinwag.observability import tracing
+from chinwag.observability.metrics import Metrics, MetricsMiddleware, sampling
+from chinwag.observability.metrics import router as metrics_router
+from chinwag.observability.observer import Observer
+from chinwag.openapi import OPENAPI_TAGS, operation_id
+from chinwag.routes import (
+    admin,
+    auth,
+    branches,
+    docs,
+    files,
+    health,
+    messages,
+    protocol,
+    search,
+    sessions,
+    transfer,
+    web,
+)
 from chinwag.routes import chat as chat_routes
 from chinwag.routes import config as config_routes
 from chinwag.routes import context as context_routes
@@ -31,6 +50,7 @@ from chinwag.services.auth_service import AuthService, PasswordHashing
 from chinwag.services.chat_service import ChatService
 from chinwag.services.extract_pool import ExtractPool
 from chinwag.services.rate_limit import ConcurrencySlots, make_rate_limiter
+from chinwag.shutdown import Drain
 from chinwag.websocket.fanout import open_fanout
 from chinwag.websocket.manager import ConnectionManager
 from chinwag.websocket.runs import TaskSupervisor
@@ -38,9 +58,15 @@ from chinwag.websocket.runs import TaskSupervisor
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the application. Nothing is opened until the lifespan starts."""
+def create_app(
+    settings: Settings, *, tracer_provider: TracerProvider | None = None, drain_on_sigterm: bool = False
+) -> FastAPI:
+    """Build the application. Nothing is opened until the lifespan starts. `tracer_provider`: where spans go (None:
+    an OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else no traces). `drain_on_sigterm`: the process
+    is `chinwag serve`'s, and SIGTERM drains runs before uvicorn shuts down (`chinwag.shutdown`)."""
     mcp_config = load_mcp_config(settings.mcp_config)  # a bad file fails here, naming the server and field
+    own_provider = tracer_provider is None
+    provider = tracer_provider if tracer_provider is not None else tracing.otlp_provider()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
             # The bus and run buffers (and the one Redis client, which the rate limiter shares).
             fanout = await stack.enter_async_context(open_fanout(settings))
             app.state.bus = fanout.bus
-            app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config))
+            app.state.mcp = await stack.enter_async_context(McpPool.start(mcp_config, observer=app.state.observer))
             app.state.extractor = await stack.enter_async_context(ExtractPool.open(settings))
             app.state.rate_limiter = make_rate_limiter(settings, fanout.redis)
             app.state.search_slots = ConcurrencySlots()
@@ -69,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
                 limiter=app.state.rate_limiter,
                 passwords=PasswordHashing.from_settings(settings, executor=hashing),
             )
-            app.state.llm = await stack.enter_async_context(LlmClients.open(settings))
+            app.state.llm = await stack.enter_async_context(LlmClients.open(settings, observer=app.state.observer))
             run_deps = RunDeps(
                 pool=app.state.pool,
                 settings=settings,
@@ -77,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
                 buffers=fanout.buffers,
                 llm=app.state.llm,
                 mcp=app.state.mcp,
+                observer=app.state.observer,
             )
             # Runs stop (recorded as interrupted) before the bus, the pool, MCP servers and model clients close.
             app.state.chat = await stack.enter_async_context(
@@ -86,12 +113,33 @@ def create_app(settings: Settings) -> FastAPI:
             # Objects made during start-up live as long as the process: keep them out of full collections.
             gc.collect()
             gc.freeze()
+            if app.state.metrics is not None:
+                await stack.enter_async_context(
+                    sampling(app.state.metrics, pool=lambda: app.state.pool, mcp=lambda: app.state.mcp)
+                )
+            if drain_on_sigterm:
+                stack.enter_context(app.state.drain.on_sigterm(lambda: _drain(app)))
             logger.info("chinwag %s ready", __version__)
             yield
+        tracing.flush(provider)
 
-    app = FastAPI(title="chinwag", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="chinwag",
+        version=__version__,
+        summary="A self-hosted, multi-user chat server for LLM agents",
+        lifespan=lifespan,
+        docs_url=None,  # served by chinwag.routes.docs, with local assets
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
+        openapi_tags=OPENAPI_TAGS,
+    )
     app.state.settings = settings
+    app.state.metrics = Metrics() if settings.metrics else None
+    tracer = tracing.instrument(app, provider, libraries=own_provider) if provider is not None else None
+    app.state.observer = Observer(metrics=app.state.metrics, tracer=tracer)
+    app.state.drain = Drain(grace_s=settings.shutdown_grace_s)
     app.state.web_assets = web.WebAssets()
+    app.state.docs_assets = docs.assets()
     install_error_handlers(app)
     # Innermost of the middleware (the body limit inside it reads who the caller is): a 503 either may answer still
     # passes through CORS and request ids.
@@ -111,8 +159,14 @@ def create_app(settings: Settings) -> FastAPI:
         )
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(ClientAddressMiddleware, proxies=TrustedProxies(parse_networks(settings.trusted_proxies)))
+    if app.state.metrics is not None:
+        # Outermost: the answers of every middleware (413, 429, 503) are counted too.
+        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+        app.include_router(metrics_router)
 
     app.include_router(health.router)
+    app.include_router(docs.router)
+    app.include_router(protocol.router)
     # The history page is the busiest REST route: matched first, it skips the other routers' patterns.
     app.include_router(messages.router, prefix="/api/v1")
     app.include_router(chat_routes.router)
@@ -128,3 +182,17 @@ def create_app(settings: Settings) -> FastAPI:
     # Last: the client's pages and assets never shadow the API, the socket, health or the OpenAPI pages.
     app.include_router(web.router)
     return app
+
+
+async def _drain(app: FastAPI) -> None:
+    chat: ChatService = app.state.chat
+    connections: ConnectionManager = app.state.connections
+
+    async def interrupt(session_id: str) -> None:
+        await chat.interrupt(session_id=session_id)
+
+    await app.state.drain.run(
+        runs=lambda: [(live.run.session.id, live.task) for live in chat.live.values()],
+        interrupt=interrupt,
+        close_sockets=connections.close_all,
+    )

@@ -10,7 +10,11 @@ def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     settings = Settings(_env_file=None)
     assert settings.database_url is None
-    assert settings.data_dir == Path(".chinwag")
+    assert settings.data_dir == Path(".chinwag").resolve()  # absolute, whatever the working directory later is
+    assert settings.log_level == "INFO"
+    assert settings.log_format == "text"
+    assert settings.metrics is False
+    assert settings.shutdown_grace_s == 30
     assert settings.registration == "first_user"
     assert settings.llm_api == "chat_completions"
     assert settings.max_upload_bytes == 20 * 1024 * 1024

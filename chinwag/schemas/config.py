@@ -32,6 +32,14 @@ class McpServerInfo(BaseModel):
     tools: list[str]
 
 
+class ModelProviderInfo(BaseModel):
+    """Whether the server can reach a model: `not_configured` (with `detail` saying what the operator must set)
+    means every chat answers `llm_error` until it is."""
+
+    status: Literal["ok", "not_configured"]
+    detail: str | None
+
+
 class ServerConfig(BaseModel):
     """The server's public configuration."""
 
@@ -40,3 +48,4 @@ class ServerConfig(BaseModel):
     limits: Limits
     mcp_servers: list[McpServerInfo]
     registration: Literal["open", "first_user", "closed"]
+    model_provider: ModelProviderInfo

@@ -78,6 +78,27 @@ class ModelSettings(BaseModel):
 class Session(BaseModel):
     """A chat session of one user."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5d1e2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b",
+                    "title": "Trip to Lisbon",
+                    "model": "gpt-4.1-mini",
+                    "instructions": "Answer briefly.",
+                    "mcp_servers": None,
+                    "pinned": False,
+                    "message_count": 4,
+                    "usage": {"input_tokens": 812, "output_tokens": 254},
+                    "context": {"tokens": 1066, "limit": 1047576},
+                    "active_run_id": None,
+                    "created_at": "2026-12-01T09:31:00Z",
+                    "updated_at": "2026-12-01T09:35:12Z",
+                }
+            ]
+        }
+    )
+
     id: str
     title: str
     model: str
@@ -118,7 +139,12 @@ _SESSION_LIST = TypeAdapter(list[Session])
 class SessionCreate(BaseModel):
     """The body of `POST /sessions`; every field is optional."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"title": "Trip to Lisbon", "model": "gpt-4.1-mini", "instructions": "Answer briefly."}]
+        },
+    )
 
     title: Title = ""
     model: ModelId | None = Field(default=None, description="one of the server's models; default: the server's default")
@@ -133,7 +159,9 @@ _NOT_NULL = ("title", "pinned", "model", "instructions", "settings")
 class SessionUpdate(BaseModel):
     """The body of `PATCH /sessions/{id}`: only the fields present change. `mcp_servers: null` means every server."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"title": "Lisbon, 3 days", "pinned": True}]}
+    )
 
     title: Title | None = None
     pinned: bool | None = None

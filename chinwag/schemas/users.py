@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
 from chinwag.schemas.sessions import TokenUsage
 
@@ -62,8 +62,19 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+_USER_EXAMPLE: dict[str, JsonValue] = {
+    "id": "0b9f6a52-6f1c-4c1e-9a3e-6c2f0d5e8a71",
+    "email": "ada@example.com",
+    "display_name": "Ada",
+    "role": "user",
+    "created_at": "2026-12-01T09:30:00Z",
+}
+
+
 class User(BaseModel):
     """A user as clients see it (never the password hash)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_USER_EXAMPLE]})
 
     id: str
     email: str
@@ -89,6 +100,20 @@ class AdminUserPage(BaseModel):
 class Tokens(BaseModel):
     """What a login or refresh returns. `expires_in` is the access token's lifetime in seconds."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwYjlmIn0.c2lnbmF0dXJl",
+                    "refresh_token": "rt_4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a99",
+                    "token_type": "bearer",
+                    "expires_in": 900,
+                    "user": _USER_EXAMPLE,
+                }
+            ]
+        }
+    )
+
     access_token: str
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"
@@ -97,12 +122,28 @@ class Tokens(BaseModel):
 
 
 class RegisterRequest(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"email": "ada@example.com", "password": "correct horse battery staple", "display_name": "Ada"}
+            ]
+        },
+    )
+
     email: Email
     password: Password
     display_name: DisplayName | None = None
 
 
 class LoginRequest(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"email": "ada@example.com", "password": "correct horse battery staple"}]},
+    )
+
     # Only bounded here: a password shorter than today's minimum may still be a valid old one.
     email: Annotated[str, Field(min_length=1, max_length=MAX_EMAIL), AfterValidator(_storable)]
     password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD), AfterValidator(_storable)]

@@ -18,6 +18,7 @@ from openai.types.shared import Reasoning
 
 from chinwag.config import Settings
 from chinwag.llm.catalog import ModelCatalog
+from chinwag.observability.observer import NULL_OBSERVER, Observer
 from chinwag.schemas.sessions import Session
 from chinwag.services.file_context import FileContext
 from chinwag.services.postgres_session import ItemCounter
@@ -91,6 +92,8 @@ class RunDeps:
     mcp: McpSource | None = None
     pending: PendingEnds = field(default_factory=PendingEnds)
     """Ends of runs the database did not take yet (written once it is back)."""
+    observer: Observer = NULL_OBSERVER
+    """Metrics and spans of each run (`chinwag.observability`): no-ops unless the operator turned them on."""
 
 
 def build_instructions(settings: Settings, session: Session, files: FileContext, unavailable: list[str]) -> str:

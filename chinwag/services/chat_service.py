@@ -32,6 +32,7 @@ from chinwag.services.dead_runs import tell_dead_runs
 from chinwag.services.file_context import check_file_ids
 from chinwag.services.images import check_images
 from chinwag.services.instance import claim_instance_id
+from chinwag.services.model_fallback import with_offered_model
 from chinwag.services.postgres_session import PostgresSession
 from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
 from chinwag.services.run_task import ChatRun
@@ -136,8 +137,11 @@ class ChatService:
         `BadRequest` for unknown `file_ids`. The caller has checked the content. With `branch`, the run is an
         `edit` (a new version of a user message, `content`) or a `regenerate` (no new message: `content` unused);
         `BadRequest` when its seq is not a user message on the active branch."""
-        session = await self._sessions().get(user_id=user_id, session_id=session_id)
+        sessions = self._sessions()
+        session = await sessions.get(user_id=user_id, session_id=session_id)
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
+        # Before the image check: that asks whether the model the run will use can see images.
+        session = await with_offered_model(self.deps, sessions, session, user_id=user_id)
         await check_images(
             self.deps.pool,
             session_id=session.id,

@@ -10,13 +10,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import httpx2
 import openai
 from agents import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent, ToolCallItem, ToolCallOutputItem
 from agents.exceptions import AgentsException, ModelBehaviorError
 
 from chinwag.errors import ChinwagError
+from chinwag.llm.provider import ModelNotConfigured
 from chinwag.websocket.events import ErrorCode
 
 TOOL_OUTPUT_MAX_CHARS = 100_000
@@ -172,16 +172,16 @@ def provider_message(exc: openai.APIStatusError) -> str:
 
 def classify_error(exc: BaseException) -> tuple[ErrorCode, str, bool]:
     """(code, message for the user, retryable) of what ended a run."""
+    if isinstance(exc, ModelNotConfigured):
+        return "llm_error", str(exc), False
     if isinstance(exc, openai.APIStatusError):
         retryable = exc.status_code == 429 or exc.status_code >= 500
         said = provider_message(exc)
         text = f"The model provider answered {exc.status_code}" + (f": {said}" if said else ".")
         return "llm_error", text, retryable
-    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | httpx2.TimeoutException):
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
         return "llm_error", "The model provider stopped sending (stall timeout): try again.", True
-    if isinstance(
-        exc, openai.APITimeoutError | openai.APIConnectionError | httpx.TransportError | httpx2.TransportError
-    ):
+    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | httpx2.TransportError):
         return "llm_error", "The model provider could not be reached or dropped the connection.", True
     if isinstance(exc, openai.APIError | ModelBehaviorError):
         return "llm_error", "The model's answer could not be used.", True

@@ -25,6 +25,8 @@ from agents.exceptions import ModelBehaviorError
 from agents.models.interface import ModelProvider
 
 from chinwag.db import context as context_db
+from chinwag.observability.context import run_id_var
+from chinwag.observability.observer import RunObservation
 from chinwag.schemas.messages import Message, ToolCall
 from chinwag.schemas.sessions import Session, TokenUsage
 from chinwag.services.agent_builder import (
@@ -147,6 +149,7 @@ class ChatRun:
         self._partial = False
         """The SDK dropped the last turn (an answer cut by `response.incomplete`): Layer 1 keeps its text."""
         self._retried = False
+        self._observed: RunObservation | None = None
         interrupts.attach(self._on_interrupt)
 
     # --- interrupts
@@ -172,8 +175,12 @@ class ChatRun:
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
+        run_id_var.set(self.run_id)  # this task's log lines name the run
         try:
-            await self._run()
+            with self.deps.observer.run(
+                run_id=self.run_id, session_id=self.session.id, model=self.session.model
+            ) as self._observed:
+                await self._run()
         finally:
             await self._interrupts.close()
             await self.deps.buffers.end(self.run_id)
@@ -408,6 +415,8 @@ class ChatRun:
                     # A new model response after tool calls: its text starts a new paragraph, in the stream and the
                     # history alike, rather than running into the text before the calls.
                     mapped = PARAGRAPH_BREAK + mapped
+                if not state.parts and self._observed is not None:
+                    self._observed.first_text()
                 state.parts.append(mapped)
                 await self.channel.emit_text(mapped)
                 now = time.monotonic()
@@ -457,6 +466,9 @@ class ChatRun:
         `error` and `assistant_end` (`error`) go out, and the end waits in `deps.pending` until the database takes
         it, so no row stays `streaming` and the slot is freed."""
         self.ending = True
+        if self._observed is not None:
+            self._observed.finish(finish)
+            self._observed.usage(self.state.usage.input_tokens, self.state.usage.output_tokens)
         if self.abandoned:
             logger.warning("run %s: ended elsewhere; nothing more is written or sent", self.run_id)
             return

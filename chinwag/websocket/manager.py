@@ -102,6 +102,9 @@ class Connection:
         """A write is under way (the sender's, or one it took over): new frames queue behind it."""
         self._unfinished: _UnfinishedWrite | None = None
         self._failure: Exception | None = None
+        self._final_close: tuple[int, str] | None = None
+        self.ended = asyncio.Event()
+        """Set once `finish()` has sent what was queued and closed the socket."""
 
     # --- sending ---
 
@@ -175,9 +178,19 @@ class Connection:
         self._ready.set()
         self._room.set()
 
+    def finish(self, code: int, reason: str) -> None:
+        """Send what is queued, then close the socket with `code` (a restart: 1012); nothing is queued after."""
+        if self.closed:
+            self.ended.set()
+            return
+        self._final_close = (code, reason)
+        self.closed = True
+        self._ready.set()
+
     async def run_sender(self) -> None:
-        """Write queued frames until the connection closes (a failed write raises here, whichever task began it).
-        Run it next to the receive loop."""
+        """Write queued frames until the connection closes (a failed write raises here, whichever task began it);
+        after `finish()`, what was queued is sent, then the socket is closed with its code. Run it next to the
+        receive loop."""
         self._direct = True
         try:
             while True:
@@ -197,10 +210,14 @@ class Connection:
                 finally:
                     self._writing = False
                 if self.closed:
+                    if self._final_close is not None:
+                        await self.sink.close(*self._final_close)
                     return
                 self._ready.clear()
         finally:
             self._direct = False
+            if self._final_close is not None:
+                self.ended.set()
 
     # --- run events ---
 
@@ -351,6 +368,21 @@ class ConnectionManager:
             unsubscribe = self._subscriptions.pop(session_id, None)
             if unsubscribe is not None:
                 await unsubscribe()
+
+    async def close_all(self, code: int, reason: str, flush_s: float) -> int:
+        """Close every socket of this process with `code` once what is queued for it is sent (waiting at most
+        `flush_s` for them all); returns how many there were."""
+        conns = [conn for room in self._rooms.values() for conn in room]
+        for conn in conns:
+            conn.finish(code, reason)
+        waiters = [asyncio.create_task(conn.ended.wait()) for conn in conns]
+        try:
+            if waiters:
+                await asyncio.wait(waiters, timeout=flush_s)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return len(conns)
 
     def room_size(self, session_id: str) -> int:
         return len(self._rooms.get(session_id, ()))

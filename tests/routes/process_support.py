@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -20,7 +20,13 @@ SECRET = "test-secret-" + "x" * 40  # the one server_factory uses, so tokens sta
 
 @contextlib.asynccontextmanager
 async def chinwag_serve(
-    *, port: int, data_dir: Path, env: dict[str, str], ready: str = "/health/ready"
+    *,
+    port: int,
+    data_dir: Path,
+    env: dict[str, str],
+    ready: str = "/health/ready",
+    args: Sequence[str] = (),
+    start_timeout_s: float = 60,
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m chinwag serve` on `port` with `data_dir`, once `ready` answers 200; killed at the end. `env` adds
     to the test's environment (the secret, open registration, the data dir and the import path are set here)."""
@@ -36,10 +42,20 @@ async def chinwag_serve(
     log_path = data_dir / "server.log"
     log = log_path.open("ab")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chinwag", "serve", "--port", str(port), env=environ, stdout=log, stderr=log, cwd=ROOT
+        sys.executable,
+        "-m",
+        "chinwag",
+        "serve",
+        "--port",
+        str(port),
+        *args,
+        env=environ,
+        stdout=log,
+        stderr=log,
+        cwd=ROOT,
     )
     try:
-        async with httpx.AsyncClient() as c, asyncio.timeout(60):
+        async with httpx.AsyncClient() as c, asyncio.timeout(start_timeout_s):
             while True:
                 if proc.returncode is not None:
                     raise AssertionError(log_path.read_text())

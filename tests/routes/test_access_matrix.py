@@ -54,6 +54,13 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/"): Row("public", 200),
     ("GET", "/s/{session_id}"): Row("public", 200),
     ("GET", "/assets/{version}/{path:path}"): Row("public", 200, url="/assets/any-version/app.js"),
+    # The API's own description (OpenAPI pages and their local assets, the socket's schemas): public.
+    ("GET", "/docs"): Row("public", 200),
+    ("GET", "/docs/oauth2-redirect"): Row("public", 200),
+    ("GET", "/redoc"): Row("public", 200),
+    ("GET", "/docs/assets/{name}"): Row("public", 200, url="/docs/assets/swagger-ui.css"),
+    ("GET", "/api/v1/schema/websocket"): Row("public", 200),
+    ("GET", "/asyncapi.json"): Row("public", 200),
     ("GET", "/health/live"): Row("public", 200),
     ("GET", "/health/ready"): Row("public", 200),
     ("GET", "/api/v1/config"): Row("public", 200),

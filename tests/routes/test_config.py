@@ -20,7 +20,7 @@ async def test_default_config(client: httpx.AsyncClient) -> None:
     response = await client.get("/config")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"version", "models", "limits", "mcp_servers", "registration"}
+    assert set(body) == {"version", "models", "limits", "mcp_servers", "registration", "model_provider"}
     assert body["version"] == __version__
     window = known_context_window(DEFAULT_MODEL) or DEFAULT_CONTEXT_WINDOW
     assert body["models"] == [{"id": DEFAULT_MODEL, "context_window": window, "default": True, "vision": True}]

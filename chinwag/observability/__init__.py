@@ -1,0 +1,1 @@
+"""What an operator watches: log context, Prometheus metrics, OpenTelemetry spans, the SIGTERM drain."""
