@@ -369,7 +369,13 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 async def test_azure_deployment_url_on_the_lean_path(fake: FakeOpenAI) -> None:
     """The lean body is still a mapping, so the Azure client still finds the deployment in it."""
     root = fake.base_url.removesuffix("/v1")
-    settings = Settings(_env_file=None, azure_openai_endpoint=root, openai_api_version="2025-01-01", models="gpt-4o")
+    settings = Settings(
+        _env_file=None,
+        azure_openai_endpoint=root,
+        azure_openai_api_key="test-key",
+        openai_api_version="2025-01-01",
+        models="gpt-4o",
+    )
     llm = LlmClients(settings, counter=ApproximateCounter())
     fake.script(say("Hi from Azure."))
     async with llm.run_provider() as provider:

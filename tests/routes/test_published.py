@@ -151,8 +151,9 @@ async def test_asyncapi_document_is_valid_asyncapi_3(root_client: httpx.AsyncCli
         resolve(ref)  # every reference resolves inside the document
     names = {m["name"] for m in doc["components"]["messages"].values()}
     assert names == {
-        "message", "interrupt", "resume", "ping", "ready", "pong", "user_message", "assistant_start", "text_delta",
-        "reasoning_delta", "tool_start", "tool_done", "assistant_end", "session_updated", "error",
+        "message", "regenerate", "edit", "interrupt", "resume", "ping", "ready", "pong", "user_message",
+        "assistant_start", "text_delta", "reasoning_delta", "tool_start", "tool_done", "assistant_end",
+        "session_updated", "error",
     }  # fmt: skip
     actions = {op["action"] for op in doc["operations"].values()}
     assert actions == {"send", "receive"}

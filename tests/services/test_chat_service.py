@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
-import httpx
 import httpx2
 import openai
 import orjson
@@ -385,6 +384,5 @@ def test_errors_are_classified() -> None:
         "The model provider could not be reached or dropped the connection.",
         True,
     )
-    assert classify_error(httpx.RemoteProtocolError("drop"))[0] == "llm_error"
     assert classify_error(httpx2.RemoteProtocolError("drop"))[0] == "llm_error"
     assert classify_error(ValueError("bug"))[0] == "internal"
