@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -28,8 +29,9 @@ async def chinwag_serve(
     args: Sequence[str] = (),
     start_timeout_s: float = 60,
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python -m chinwag serve` on `port` with `data_dir`, once `ready` answers 200; killed at the end. `env` adds
-    to the test's environment (the secret, open registration, the data dir and the import path are set here)."""
+    """`python -m chinwag serve` on `port` with `data_dir`, once `ready` answers 200; killed at the end, with its
+    workers. `env` adds to the test's environment (the secret, open registration, the data dir and the import path
+    are set here)."""
     data_dir.mkdir(exist_ok=True)
     environ = {
         **os.environ,
@@ -53,6 +55,9 @@ async def chinwag_serve(
         stdout=log,
         stderr=log,
         cwd=ROOT,
+        # Its own process group, killed whole at the end: with `--workers N` the workers are children that a kill
+        # of the parent alone would leave running on the test database and Redis (they ended other tests' runs).
+        start_new_session=True,
     )
     try:
         async with httpx.AsyncClient() as c, asyncio.timeout(start_timeout_s):
@@ -65,8 +70,8 @@ async def chinwag_serve(
                 await asyncio.sleep(0.1)
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the server and any worker it started, even after it died itself
         await proc.wait()
         log.close()
 
