@@ -80,6 +80,9 @@ def start_chinwag(
         "CHINWAG_MODELS": f"{MODEL}:128000",
         "OPENAI_BASE_URL": fake.url + "/v1",
         "OPENAI_API_KEY": "bench-placeholder",
+        # One bench user opens every socket and starts every stream: the per-user limits would refuse them.
+        "CHINWAG_MAX_SOCKETS_PER_USER": "100000",
+        "CHINWAG_MAX_ACTIVE_RUNS_PER_USER": "100000",
     }
     return kids.start(
         name,
