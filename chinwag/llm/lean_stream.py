@@ -264,12 +264,7 @@ class LeanOpenAI(AsyncOpenAI):
 
 
 class LeanAzureOpenAI(AsyncAzureOpenAI):
-    """`AsyncAzureOpenAI` (deployment URLs, api-version, Azure keys) with the lean stream."""
+    """`AsyncAzureOpenAI` (deployment URLs, api-version, Azure keys) with the lean stream, as `LeanOpenAI` has it."""
 
-    @cached_property
-    def chat(self) -> _LeanChat:
-        return _LeanChat(self)
-
-    @cached_property
-    def responses(self) -> LeanResponses:
-        return LeanResponses(self)
+    chat = LeanOpenAI.chat
+    responses = LeanOpenAI.responses
