@@ -1,9 +1,11 @@
 """Model access: `LlmClients`, built once in the lifespan, hands each run a model provider with its own client.
 
 Why a client per run: closing it is how a run's model stream is cut (an interrupt), and nothing one run does to its
-connections (a stream abandoned half-read) can reach another run. Why it is cheap: every per-run client shares one
-`ssl.SSLContext` made at start-up (a fresh `AsyncOpenAI` builds its own, ~16-30 ms of CPU; sharing one, creating a
-client costs ~0.3 ms) and has a small connection limit, so no run can hold many sockets.
+connections (a stream abandoned half-read) can reach another run. Why it is cheap: the per-run clients share one
+connection pool (`ModelConnections`: one `ssl.SSLContext`, kept-alive connections), so a run neither builds an SSL
+context (~16-30 ms of CPU) nor opens a connection (a TCP and TLS handshake before its first byte). Each run's client
+sends through a `_RunTransport` of its own: closing it closes the responses that run still has open, which closes
+their connections (a half-read response is never put back in the pool), and leaves the pool and other runs alone.
 
 Tracing: the Agents SDK would export traces to OpenAI; chinwag never does. `LlmClients.open` disables the SDK's
 trace provider for the process, and runs also pass `RunConfig(tracing_disabled=True)`.
@@ -38,8 +40,11 @@ from chinwag.observability.observer import NULL_OBSERVER, Observer
 logger = logging.getLogger(__name__)
 
 PLACEHOLDER_API_KEY = "chinwag-no-key"
-# A run makes its model calls one after another; the one-shot completions (title, summary) get their own client.
-RUN_MAX_CONNECTIONS = 4
+MAX_MODEL_CONNECTIONS = 1024
+"""Connections to the model provider open at once, all runs together (a run holds one while it streams)."""
+KEPT_ALIVE_CONNECTIONS = 64
+"""Idle connections kept for the next run's request (each saves it a TCP and TLS handshake)."""
+KEEPALIVE_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
 MAX_RETRIES = 2
 
@@ -120,6 +125,50 @@ class _ChatCompletionsModel(_ObservedModel, OpenAIChatCompletionsModel):
         return fetched
 
 
+class _RunTransport(httpx2.AsyncBaseTransport):
+    """One run's way to the shared connection pool. It remembers the responses it hands out; `aclose` closes those
+    still open, so a model stream is cut at once (its connection is closed, not put back: it was not read to the
+    end), while the pool, and the connections of every other run, stay as they are."""
+
+    def __init__(self, pool: httpx2.AsyncClient) -> None:
+        self._pool = pool
+        self._responses: list[httpx2.Response] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        # The pool's transport for this URL: its connection pool, or the one through a proxy named by the
+        # environment (HTTPS_PROXY, ...), as a client of its own would choose. httpx2 has no public call for it.
+        response = await self._pool._transport_for_url(request.url).handle_async_request(request)
+        self._responses = [kept for kept in self._responses if not kept.is_closed]
+        self._responses.append(response)
+        return response
+
+    async def aclose(self) -> None:
+        responses, self._responses = self._responses, []
+        for response in responses:
+            await response.aclose()
+
+
+class ModelConnections:
+    """The connection pool every run's model client sends through (see the module's docstring), owned by
+    `LlmClients`: `aclose()` when the app stops."""
+
+    def __init__(self, *, timeout: httpx2.Timeout) -> None:
+        limits = httpx2.Limits(
+            max_connections=MAX_MODEL_CONNECTIONS,
+            max_keepalive_connections=KEPT_ALIVE_CONNECTIONS,
+            keepalive_expiry=KEEPALIVE_S,
+        )
+        self._timeout = timeout
+        self._pool = httpx2.AsyncClient(verify=httpx2.create_ssl_context(), limits=limits, timeout=timeout)
+
+    def run_client(self) -> httpx2.AsyncClient:
+        """An HTTP client for one run: closing it cuts that run's open responses and nothing else."""
+        return httpx2.AsyncClient(transport=_RunTransport(self._pool), timeout=self._timeout, follow_redirects=True)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
 class RunModelProvider(ModelProvider):
     """The Agents SDK model provider of one run: every model it hands out talks through this run's own client.
 
@@ -178,12 +227,10 @@ class LlmClients:
         self.api: LlmApi = settings.llm_api
         self.catalog = ModelCatalog(settings)
         self.counter: TokenCounter = counter if counter is not None else TiktokenCounter()
-        self._ssl_context = httpx2.create_ssl_context()
-        self._limits = httpx2.Limits(
-            max_connections=RUN_MAX_CONNECTIONS, max_keepalive_connections=RUN_MAX_CONNECTIONS, keepalive_expiry=30
-        )
         # The read timeout is the gap allowed between two chunks of the answer: the stall timeout.
-        self._timeout = httpx2.Timeout(settings.llm_stall_timeout_s, connect=CONNECT_TIMEOUT_S)
+        self.connections = ModelConnections(
+            timeout=httpx2.Timeout(settings.llm_stall_timeout_s, connect=CONNECT_TIMEOUT_S)
+        )
         self._open_clients = 0
 
     @classmethod
@@ -204,9 +251,16 @@ class LlmClients:
         clients = cls(settings, counter=counter, observer=observer)
         where = settings.azure_openai_endpoint if settings.uses_azure else settings.openai_base_url
         logger.info("models: %s over %s at %s", ", ".join(settings.model_ids), settings.llm_api, _safe_url(where))
-        yield clients
-        if clients.open_clients:
-            logger.warning("%d model clients still open at shutdown", clients.open_clients)
+        try:
+            yield clients
+        finally:
+            if clients.open_clients:
+                logger.warning("%d model clients still open at shutdown", clients.open_clients)
+            await clients.aclose()
+
+    async def aclose(self) -> None:
+        """Close the shared connection pool (the runs' own clients close with their runs)."""
+        await self.connections.aclose()
 
     @property
     def open_clients(self) -> int:
@@ -214,11 +268,10 @@ class LlmClients:
         return self._open_clients
 
     def new_client(self) -> AsyncOpenAI:
-        """A new client on the shared SSL context; the caller closes it (`await client.close()`). With
-        `lean_stream` (the default) its streamed answers are parsed by `chinwag.llm.lean_stream`."""
-        http_client = httpx2.AsyncClient(
-            verify=self._ssl_context, limits=self._limits, timeout=self._timeout, follow_redirects=True
-        )
+        """A new client on the shared connection pool; the caller closes it (`await client.close()`: that cuts its
+        open responses, never the pool). With `lean_stream` (the default) its streamed answers are parsed by
+        `chinwag.llm.lean_stream`."""
+        http_client = self.connections.run_client()
         settings = self.settings
         client: AsyncOpenAI
         lean = settings.lean_stream

@@ -110,9 +110,17 @@ class RecordedRequest:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     query: str = ""
+    client_port: int | None = None
+    """The port of the connection it came on: the same port twice is one kept-alive connection."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "body": self.body, "headers": self.headers, "query": self.query}
+        return {
+            "path": self.path,
+            "body": self.body,
+            "headers": self.headers,
+            "query": self.query,
+            "client_port": self.client_port,
+        }
 
     @property
     def last_user_text(self) -> str:

@@ -191,7 +191,10 @@ class FakeOpenAI:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = scope.get("query_string", b"").decode("latin-1")
-        request = RecordedRequest(path=scope["path"], body=body, headers=headers, query=query)
+        client = scope.get("client")
+        request = RecordedRequest(
+            path=scope["path"], body=body, headers=headers, query=query, client_port=client[1] if client else None
+        )
         self.requests.append(request)
         if api == "responses" and (problem := _untyped_input_item(body.get("input"))) is not None:
             await _send_json(send, 400, error_body(400, problem))

@@ -3,6 +3,7 @@ case of the fake server, on both APIs; its SSE framing; and its request body aga
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -292,7 +293,7 @@ async def _run(case: Case, api: str, *, lean: bool) -> tuple[list[Any], Any, lis
         llm = LlmClients(settings, counter=ApproximateCounter())
         events: list[Any] = []
         error: Any = None
-        async with llm.run_provider() as provider:
+        async with contextlib.aclosing(llm), llm.run_provider() as provider:
             assert isinstance(provider.client, (LeanOpenAI if lean else AsyncOpenAI))
             assert isinstance(provider.client, LeanOpenAI) == lean
             agent = Agent(
@@ -378,7 +379,7 @@ async def test_azure_deployment_url_on_the_lean_path(fake: FakeOpenAI) -> None:
     )
     llm = LlmClients(settings, counter=ApproximateCounter())
     fake.script(say("Hi from Azure."))
-    async with llm.run_provider() as provider:
+    async with contextlib.aclosing(llm), llm.run_provider() as provider:
         result = Runner.run_streamed(
             Agent(name="a", instructions="Help."),
             "hi",

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import openai
@@ -13,7 +12,6 @@ import pytest
 from agents import Agent, ModelSettings, RunConfig, Runner, function_tool
 from agents.tracing import trace
 from agents.tracing.traces import NoOpTrace
-from openai import AsyncOpenAI
 
 from chinwag.config import Settings, SettingsError
 from chinwag.llm.provider import PLACEHOLDER_API_KEY, LlmClients, RunModelProvider
@@ -32,10 +30,20 @@ def _settings(**values: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
-def _clients(fake: FakeOpenAI, **values: Any) -> LlmClients:
-    values.setdefault("openai_base_url", fake.base_url)
-    # The approximate counter keeps these tests from loading an encoding; tokens have their own tests.
-    return LlmClients(_settings(**values), counter=ApproximateCounter())
+@pytest.fixture
+async def clients(fake: FakeOpenAI) -> AsyncIterator[Callable[..., LlmClients]]:
+    """Makes `LlmClients` on the fake (settings as keywords); their shared connection pools close after the test."""
+    made: list[LlmClients] = []
+
+    def make(**values: Any) -> LlmClients:
+        values.setdefault("openai_base_url", fake.base_url)
+        # The approximate counter keeps these tests from loading an encoding; tokens have their own tests.
+        made.append(LlmClients(_settings(**values), counter=ApproximateCounter()))
+        return made[-1]
+
+    yield make
+    for llm in made:
+        await llm.aclose()
 
 
 @function_tool
@@ -45,8 +53,10 @@ def lookup(city: str) -> str:
 
 
 @pytest.mark.parametrize("api", ["chat_completions", "responses"])
-async def test_run_provider_streams_a_run_with_a_tool(fake: FakeOpenAI, api: str) -> None:
-    llm = _clients(fake, llm_api=api, openai_api_key="sk-secret", models="gpt-4o")
+async def test_run_provider_streams_a_run_with_a_tool(
+    fake: FakeOpenAI, clients: Callable[..., LlmClients], api: str
+) -> None:
+    llm = clients(llm_api=api, openai_api_key="sk-secret", models="gpt-4o")
     fake.script(call("lookup", {"city": "Oslo"}), say("It is sunny in Oslo.", input_tokens=30, output_tokens=6))
     async with llm.run_provider() as provider:
         assert isinstance(provider, RunModelProvider)
@@ -73,8 +83,8 @@ async def test_run_provider_streams_a_run_with_a_tool(fake: FakeOpenAI, api: str
     assert "sunny in Oslo" in str(second.body)
 
 
-async def test_placeholder_key_when_none_is_configured(fake: FakeOpenAI) -> None:
-    llm = _clients(fake)
+async def test_placeholder_key_when_none_is_configured(fake: FakeOpenAI, clients: Callable[..., LlmClients]) -> None:
+    llm = clients()
     assert await _one_completion(llm, fake) == "ok"
     assert fake.last_request.headers["authorization"] == f"Bearer {PLACEHOLDER_API_KEY}"
 
@@ -85,8 +95,8 @@ async def _one_completion(llm: LlmClients, fake: FakeOpenAI) -> str:
 
 
 @pytest.mark.parametrize("api", ["chat_completions", "responses"])
-async def test_complete_is_one_whole_answer(fake: FakeOpenAI, api: str) -> None:
-    llm = _clients(fake, llm_api=api)
+async def test_complete_is_one_whole_answer(fake: FakeOpenAI, clients: Callable[..., LlmClients], api: str) -> None:
+    llm = clients(llm_api=api)
     fake.script(say("A short title"))
     answer = await llm.complete(model="gpt-4o-mini", instructions="Name this chat.", prompt="User: hello")
     assert answer == "A short title"
@@ -104,23 +114,23 @@ async def test_complete_is_one_whole_answer(fake: FakeOpenAI, api: str) -> None:
     assert llm.open_clients == 0
 
 
-async def test_complete_raises_the_openai_error(fake: FakeOpenAI) -> None:
-    llm = _clients(fake)
+async def test_complete_raises_the_openai_error(fake: FakeOpenAI, clients: Callable[..., LlmClients]) -> None:
+    llm = clients()
     fake.script(fail(400))
     with pytest.raises(openai.BadRequestError):
         await llm.complete(model="m", instructions="i", prompt="p")
     assert llm.open_clients == 0
 
 
-async def test_azure_endpoint(fake: FakeOpenAI) -> None:
+async def test_azure_endpoint(fake: FakeOpenAI, clients: Callable[..., LlmClients]) -> None:
     root = fake.base_url.removesuffix("/v1")
-    settings = _settings(
+    llm = clients(
+        openai_base_url=None,
         azure_openai_endpoint=root,
         azure_openai_api_key="azure-secret",
         openai_api_version="2024-10-21",
         models="my-deployment",
     )
-    llm = LlmClients(settings, counter=ApproximateCounter())
     fake.script(say("from azure"))
     assert await llm.complete(model="my-deployment", instructions="i", prompt="p") == "from azure"
     request = fake.last_request
@@ -135,9 +145,11 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def test_repeated_interrupts_leave_no_connection_behind(fake: FakeOpenAI) -> None:
+async def test_repeated_interrupts_leave_no_connection_behind(
+    fake: FakeOpenAI, clients: Callable[..., LlmClients]
+) -> None:
     """Cancel 60 runs mid-stream: every client is closed, every upstream stream ends, no socket stays open."""
-    llm = _clients(fake)
+    llm = clients()
     fake.default = say("word " * 2000, delay=0.01)
     started = asyncio.Event()
 
@@ -166,20 +178,54 @@ async def test_repeated_interrupts_leave_no_connection_behind(fake: FakeOpenAI) 
     assert await _one_completion(llm, fake) == "ok"
 
 
-async def test_per_run_clients_are_cheap(fake: FakeOpenAI) -> None:
-    llm = _clients(fake)
-    rounds = 100
-    started = time.process_time()
-    for _ in range(rounds):
-        async with llm.run_provider():
-            pass
-    shared = (time.process_time() - started) / rounds
-    started = time.process_time()
-    for _ in range(5):
-        await AsyncOpenAI(api_key="k", base_url=fake.base_url).close()
-    fresh = (time.process_time() - started) / 5
-    print(f"per-run client: {shared * 1000:.2f} ms CPU (shared SSL context) vs {fresh * 1000:.2f} ms (a fresh client)")
-    assert shared < fresh / 3
+async def test_runs_take_turns_on_one_kept_alive_connection(
+    fake: FakeOpenAI, clients: Callable[..., LlmClients]
+) -> None:
+    """Each run has a client of its own, yet a run after another sends on the connection the first one left: no
+    new TCP (or TLS) handshake before its request."""
+    llm = clients()
+    for _ in range(3):
+        assert await _one_completion(llm, fake) == "ok"
+    ports = {request.client_port for request in fake.requests}
+    assert len(ports) == 1, ports
+    assert llm.open_clients == 0
+
+
+async def test_an_interrupted_run_cuts_only_its_own_stream(
+    fake: FakeOpenAI, clients: Callable[..., LlmClients]
+) -> None:
+    """Two runs stream at once on the shared pool; closing one run's client (an interrupt) ends its stream at the
+    fake, while the other run reads its answer to the end; the pool still serves the next run."""
+    llm = clients()
+    fake.default = say("word " * 200, delay=0.005)
+    both_started = asyncio.Barrier(3)
+
+    async def run() -> str:
+        async with llm.run_provider() as provider:
+            stream = await provider.client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "go"}], stream=True
+            )
+            text: list[str] = []
+            async for chunk in stream:
+                if not text:
+                    await both_started.wait()
+                text.extend(choice.delta.content or "" for choice in chunk.choices)
+            return "".join(text)
+
+    cut = asyncio.create_task(run())
+    whole = asyncio.create_task(run())
+    await both_started.wait()
+    cut.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cut
+    async with asyncio.timeout(10):
+        while fake.active > 1:
+            await asyncio.sleep(0.01)
+    assert fake.active == 1  # the other stream goes on
+    assert await whole == "word " * 200
+    fake.default = None
+    assert await _one_completion(llm, fake) == "ok"
+    assert llm.open_clients == 0
 
 
 async def test_open_disables_trace_export(fake: FakeOpenAI) -> None:
