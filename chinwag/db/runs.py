@@ -80,24 +80,31 @@ async def start_with_message(
     client_id: str | None,
     owner: str | None,
     content: str,
-) -> tuple[RunRecord, Message]:
-    """Take the session's run slot for the process `owner` (its heartbeat starts now), append the user message (seq
-    from `sessions.message_count`, as `messages.append_message` does) and show the run as the session's active one:
-    ONE statement, one round trip, atomic without a transaction. Raises `RunSlotTaken` (a run is active) or
-    `DuplicateClientId` (the unique indexes of `runs`); then nothing is written."""
-    run_id, message_id = uuid.uuid4(), uuid.uuid4()
+) -> tuple[RunRecord, Message, Message]:
+    """Take the session's run slot for the process `owner` (its heartbeat starts now), append the user message and
+    the run's assistant message under it (empty, `streaming`; seqs from `sessions.message_count`, as
+    `messages.append_message` allocates them) and show the run as the session's active one: ONE statement, one
+    round trip, one commit, atomic without a transaction. Returns the run, the user message and the assistant
+    message. Raises `RunSlotTaken` (a run is active) or `DuplicateClientId` (the unique indexes of `runs`); then
+    nothing is written."""
+    run_id, message_id, answer_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     try:
-        row = await db.fetchrow(
+        rows = await db.fetch(
             "WITH r AS ("
-            " INSERT INTO runs (id, session_id, client_id, owner, heartbeat_at, user_message_id)"
-            " VALUES ($1, $2, $3, $4, now(), $5) RETURNING id),"
+            " INSERT INTO runs (id, session_id, client_id, owner, heartbeat_at, user_message_id, assistant_message_id)"
+            " VALUES ($1, $2, $3, $4, now(), $5, $8) RETURNING id),"
             " s AS ("
-            " UPDATE sessions s SET message_count = s.message_count + 1, leaf_seq = s.message_count + 1,"
+            " UPDATE sessions s SET message_count = s.message_count + 2, leaf_seq = s.message_count + 2,"
             " updated_at = now(), active_run_id = $1"
             " FROM (SELECT id, leaf_seq FROM sessions WHERE id = $2 FOR UPDATE) o WHERE s.id = o.id"
-            " RETURNING s.message_count, coalesce(o.leaf_seq, 0) AS parent)"
+            " RETURNING s.message_count - 1 AS seq, coalesce(o.leaf_seq, 0) AS parent),"
+            " u AS ("
             " INSERT INTO messages AS m (id, session_id, seq, parent_seq, role, content, status, run_id, client_id)"
-            " SELECT $5, $2, s.message_count, s.parent, 'user', $6, 'complete', r.id, $7 FROM s, r" + RETURNING_NEW,
+            " SELECT $5, $2, s.seq, s.parent, 'user', $6, 'complete', r.id, $7 FROM s, r" + RETURNING_NEW + "),"
+            " a AS ("
+            " INSERT INTO messages AS m (id, session_id, seq, parent_seq, role, content, status, run_id)"
+            " SELECT $8, $2, s.seq + 1, s.seq, 'assistant', '', 'streaming', r.id FROM s, r" + RETURNING_NEW + ")"
+            " SELECT * FROM u UNION ALL SELECT * FROM a ORDER BY seq",
             run_id,
             session_id,
             client_id,
@@ -105,17 +112,21 @@ async def start_with_message(
             message_id,
             storable_text(content),
             None if client_id is None else storable_text(client_id),
+            answer_id,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "runs_client_id_idx":
             raise DuplicateClientId(None) from None
         raise RunSlotTaken() from None
-    if row is None:  # the session is gone (the runs insert would have failed on its foreign key first)
+    except asyncpg.ForeignKeyViolationError:  # the runs insert names a session that is gone (deleted meanwhile)
+        raise LookupError(f"session {session_id} does not exist") from None
+    if len(rows) != 2:
         raise LookupError(f"session {session_id} does not exist")
+    user, answer = (Message.from_record(row) for row in rows)
     record = RunRecord(
-        id=str(run_id), session_id=str(session_id), status="running", client_id=client_id, user_message_id=row["id"]
+        id=str(run_id), session_id=str(session_id), status="running", client_id=client_id, user_message_id=user.id
     )
-    return record, Message.from_record(row)
+    return record, user, answer
 
 
 async def finish(

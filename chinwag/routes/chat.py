@@ -250,20 +250,17 @@ async def _handle(
         if isinstance(frame, MessageFrame):
             check_content(frame.content, max_chars=chat.settings.max_message_chars)
             drain.check()  # restarting: no new run here (the client sends it again, elsewhere or later)
-            if not await credential.still_valid():
-                return
             await chat.start_run(
                 user_id=user.id,
                 session_id=session_id,
                 content=frame.content,
                 client_id=frame.client_id,
                 file_ids=frame.file_ids,
+                still_allowed=credential.still_valid,
             )
         elif isinstance(frame, EditFrame | RegenerateFrame):
             if isinstance(frame, EditFrame):
                 check_content(frame.content, max_chars=chat.settings.max_message_chars)
-            if not await credential.still_valid():
-                return
             edit = isinstance(frame, EditFrame)
             await chat.start_run(
                 user_id=user.id,
@@ -272,6 +269,7 @@ async def _handle(
                 client_id=frame.client_id,
                 file_ids=frame.file_ids if isinstance(frame, EditFrame) else (),
                 branch=BranchStart(kind="edit" if edit else "regenerate", seq=frame.seq),
+                still_allowed=credential.still_valid,
             )
         elif isinstance(frame, InterruptFrame):
             await chat.interrupt(session_id=session_id)

@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,8 @@ API_KEY_PREFIX = "cw_"
 REFRESH_TOKEN_PREFIX = "cwr_"
 LOGIN_WINDOW_S = 60.0
 REGISTER_WINDOW_S = 3600.0
+VERIFIED_TOKENS_KEPT = 10_000
+"""Access tokens remembered as verified (the most recently used): a bound on memory, not on who may sign in."""
 
 
 def sha256(value: str) -> bytes:
@@ -158,6 +161,8 @@ class AuthService:
         self._settings = settings
         self._secret = secret
         self._limiter = limiter
+        self._verified: OrderedDict[str, tuple[uuid.UUID, float]] = OrderedDict()
+        """Access tokens decoded already: their user and expiry (see `_access_token_user`)."""
         self._passwords = passwords or PasswordHashing.from_settings(settings)
 
     @property
@@ -329,15 +334,18 @@ class AuthService:
 
     # --- bearer tokens ---
 
-    async def authenticate(self, token: str) -> User:
-        """The user a bearer token (access token or API key) stands for; `InvalidToken` otherwise."""
-        if token.startswith(API_KEY_PREFIX):
-            account = await db.user_by_api_key(self._pool, sha256(token))
-            if account is None:
-                raise InvalidToken("The API key is invalid or was deleted.")
-            if account.disabled:
-                raise AccountDisabled()
-            return account.user
+    def _access_token_user(self, token: str) -> uuid.UUID:
+        """The user id of a valid access token; `InvalidToken` otherwise. A token is decoded (signature, claims)
+        once: what that proved cannot change but its expiry, so later calls (every request, every chat message of
+        a socket) check only that, from `_verified`."""
+        known = self._verified.get(token)
+        if known is not None:
+            user_id, expires_at = known
+            if time.time() < expires_at:
+                self._verified.move_to_end(token)
+                return user_id
+            del self._verified[token]
+            raise InvalidToken("The access token has expired.")
         try:
             claims = jwt.decode(
                 token,
@@ -349,10 +357,24 @@ class AuthService:
             raise InvalidToken("The access token has expired.") from None
         except jwt.InvalidTokenError:
             raise InvalidToken("The access token is invalid.") from None
-        user_id = _parse_uuid(claims.get("sub"))
-        if claims.get("typ") != "access" or user_id is None:
+        subject = _parse_uuid(claims.get("sub"))
+        if claims.get("typ") != "access" or subject is None:
             raise InvalidToken("The access token is invalid.")
-        found = await db.get_account(self._pool, user_id)
+        self._verified[token] = (subject, float(claims["exp"]))
+        if len(self._verified) > VERIFIED_TOKENS_KEPT:
+            self._verified.popitem(last=False)
+        return subject
+
+    async def authenticate(self, token: str) -> User:
+        """The user a bearer token (access token or API key) stands for; `InvalidToken` otherwise."""
+        if token.startswith(API_KEY_PREFIX):
+            account = await db.user_by_api_key(self._pool, sha256(token))
+            if account is None:
+                raise InvalidToken("The API key is invalid or was deleted.")
+            if account.disabled:
+                raise AccountDisabled()
+            return account.user
+        found = await db.get_account(self._pool, self._access_token_user(token))
         if found is None:
             raise InvalidToken("The access token's user no longer exists.")
         if found.disabled:

@@ -18,6 +18,7 @@ import asyncpg
 
 from chinwag.db import branches as branches_db
 from chinwag.db import context as context_db
+from chinwag.db import messages as messages_db
 from chinwag.db import runs as runs_db
 from chinwag.db import sessions as sessions_db
 from chinwag.errors import BadRequest, Busy, NotFound
@@ -50,6 +51,8 @@ class Claimed:
 
     run: runs_db.RunRecord
     message: Message
+    answer: Message
+    """The run's assistant message: empty and `streaming` until the run ends it."""
     input_stored: bool
 
 
@@ -98,7 +101,8 @@ async def claim(
     owner: str | None,
     content: str = "",
 ) -> Claimed:
-    """Take the run slot and change the branch for `start`, in one transaction. Raises what
+    """Take the run slot, change the branch for `start` and append the run's assistant message, in one
+    transaction. Raises what
     `runs.start_with_message` raises (`RunSlotTaken`, `DuplicateClientId`, `LookupError`), and `BadRequest` when
     the seq is not a user message on the active branch; nothing is written then."""
     run_id, message_id = uuid.uuid4(), uuid.uuid4()
@@ -152,6 +156,9 @@ async def claim(
                     client_id=client_id,
                 )
                 stored = False
+            answer = await messages_db.append_message(
+                conn, session_id=session_id, role="assistant", content="", status="streaming", run_id=run_id
+            )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "runs_client_id_idx":
             raise runs_db.DuplicateClientId(None) from None
@@ -159,4 +166,4 @@ async def claim(
     record = runs_db.RunRecord(
         id=str(run_id), session_id=str(session_id), status="running", client_id=client_id, user_message_id=message.id
     )
-    return Claimed(run=record, message=message, input_stored=stored)
+    return Claimed(run=record, message=message, answer=answer, input_stored=stored)

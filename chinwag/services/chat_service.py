@@ -17,16 +17,16 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from chinwag.config import Settings
+from chinwag.db import messages as messages_db
 from chinwag.db import runs as runs_db
 from chinwag.errors import Busy, NotFound, RateLimited, ServiceUnavailable
-from chinwag.schemas.messages import Message
 from chinwag.schemas.sessions import Session
 from chinwag.services.agent_builder import RunDeps
-from chinwag.services.branches import BranchStart
+from chinwag.services.branches import BranchStart, Claimed
 from chinwag.services.branches import claim as claim_branch_run
 from chinwag.services.dead_runs import tell_dead_runs
 from chinwag.services.file_context import check_file_ids
@@ -58,6 +58,10 @@ class LiveRun:
 class ActiveRunInfo:
     run_id: str
     last_seq: int
+
+
+async def _allowed() -> bool:
+    return True
 
 
 class ChatService:
@@ -131,14 +135,29 @@ class ChatService:
         client_id: str | None = None,
         file_ids: Sequence[str] = (),
         branch: BranchStart | None = None,
+        still_allowed: Callable[[], Awaitable[bool]] | None = None,
     ) -> str | None:
         """Start a run for this user message; returns its id, or None when `client_id` was seen before in the
         session (nothing new starts). `Busy` while another run is active; `NotFound` for a session not the user's;
         `BadRequest` for unknown `file_ids`. The caller has checked the content. With `branch`, the run is an
         `edit` (a new version of a user message, `content`) or a `regenerate` (no new message: `content` unused);
-        `BadRequest` when its seq is not a user message on the active branch."""
+        `BadRequest` when its seq is not a user message on the active branch. `still_allowed` is the caller's
+        check of its credential, made alongside the first reads: when it answers False, nothing starts (None)."""
         sessions = self._sessions()
-        session = await sessions.get(user_id=user_id, session_id=session_id)
+        # Independent reads, at once on separate pool connections; their errors are raised in this order.
+        allowed, found, running = await asyncio.gather(
+            still_allowed() if still_allowed is not None else _allowed(),
+            sessions.get(user_id=user_id, session_id=session_id),
+            runs_db.count_running_for_user(self.deps.pool, uuid.UUID(user_id)),
+            return_exceptions=True,
+        )
+        if isinstance(allowed, BaseException):
+            raise allowed
+        if not allowed:
+            return None
+        if isinstance(found, BaseException):
+            raise found
+        session = found
         await check_file_ids(self.deps.pool, session.id, list(file_ids))
         # Before the image check: that asks whether the model the run will use can see images.
         session = await with_offered_model(self.deps, sessions, session, user_id=user_id)
@@ -149,7 +168,9 @@ class ChatService:
             model=session.model,
             vision=self.deps.llm.catalog.accepts_images(session.model),
         )
-        await self._check_active_runs(user_id)
+        if isinstance(running, BaseException):
+            raise running
+        self._check_active_runs(running)
         rate_key = await self._count_message(user_id)
         try:
             try:
@@ -172,11 +193,12 @@ class ChatService:
             await self._uncount(rate_key)  # a duplicate is not a new message
         return run_id
 
-    async def _check_active_runs(self, user_id: str) -> None:
-        """`RateLimited` when the user already has `max_active_runs_per_user` runs going (the runs table sees every
-        worker's). Two starts at the same instant may both pass: the bound is approximate by one, never unbounded."""
+    def _check_active_runs(self, running: int) -> None:
+        """`RateLimited` when the user already has `max_active_runs_per_user` runs going (`running`, counted in the
+        runs table, which sees every worker's). Two starts at the same instant may both pass: the bound is
+        approximate by one, never unbounded."""
         limit = self.deps.settings.max_active_runs_per_user
-        if await runs_db.count_running_for_user(self.deps.pool, uuid.UUID(user_id)) >= limit:
+        if running >= limit:
             raise RateLimited(
                 f"At most {limit} runs at once per user: wait for one to end or interrupt it.", retry_after=5
             )
@@ -218,21 +240,22 @@ class ChatService:
             claimed = await self._claim_slot(session, content=content, client_id=client_id, branch=branch)
             if claimed is None:
                 return None
-            record, message, input_stored = claimed
-            undo.push_async_callback(self._unstart, record.id, session.id)
+            record = claimed.run
+            undo.push_async_callback(self._unstart, claimed)
             await self.deps.buffers.open(record.id, session.id)
             channel = RunChannel(run_id=record.id, session_id=session.id, buffers=self.deps.buffers, bus=self.deps.bus)
             if branch is None or branch.kind == "edit":
-                await channel.emit(UserMessageEvent(message=message))
+                await channel.emit(UserMessageEvent(message=claimed.message))
             run = ChatRun(
                 self.deps,
                 user_id=user_id,
                 session=session,
-                user_message=message,
+                user_message=claimed.message,
+                answer=claimed.answer,
                 channel=channel,
                 interrupts=interrupts,
                 file_ids=file_ids,
-                input_stored=input_stored,
+                input_stored=claimed.input_stored,
             )
             task = self.supervisor.spawn(run.run(), name=f"run-{record.id}")
             undo.pop_all()  # the run's task owns its interrupts, buffer and slot now
@@ -243,21 +266,20 @@ class ChatService:
 
     async def _claim_slot(
         self, session: Session, *, content: str, client_id: str | None, branch: BranchStart | None = None
-    ) -> tuple[runs_db.RunRecord, Message, bool] | None:
-        """The run slot, the user message and the session's active run: one statement, one round trip (with
-        `branch`, one transaction that changes the branch too). None when `client_id` was seen before in the session;
-        `Busy` while another run holds the slot. The flag: Layer 1 holds the user message already (a regenerate)."""
+    ) -> Claimed | None:
+        """The run slot, the user message, the run's assistant message and the session's active run: one statement,
+        one round trip (with `branch`, one transaction that changes the branch too). None when `client_id` was seen
+        before in the session; `Busy` while another run holds the slot."""
         sid = uuid.UUID(session.id)
         try:
             if branch is not None:
-                claimed = await claim_branch_run(
+                return await claim_branch_run(
                     self.deps.pool, branch, session_id=sid, client_id=client_id, owner=self.instance_id, content=content
                 )
-                return claimed.run, claimed.message, claimed.input_stored
-            record, message = await runs_db.start_with_message(
+            record, message, answer = await runs_db.start_with_message(
                 self.deps.pool, session_id=sid, client_id=client_id, owner=self.instance_id, content=content
             )
-            return record, message, False
+            return Claimed(run=record, message=message, answer=answer, input_stored=False)
         except LookupError:
             raise NotFound("session not found") from None
         except runs_db.DuplicateClientId:
@@ -271,11 +293,19 @@ class ChatService:
                 return None
             raise Busy("A run is active in this session: interrupt it first.") from None
 
-    async def _unstart(self, run_id: str, session_id: str) -> None:
-        """A run that never got its task: its buffer ends and its slot is freed (recorded as interrupted)."""
-        await self.deps.buffers.end(run_id)
+    async def _unstart(self, claimed: Claimed) -> None:
+        """A run that never got its task: its buffer ends, its assistant message and the run are recorded as
+        interrupted, and its slot is freed."""
+        run = claimed.run
+        await self.deps.buffers.end(run.id)
+        await messages_db.set_status(self.deps.pool, message_id=uuid.UUID(claimed.answer.id), status="interrupted")
         await runs_db.finish(
-            self.deps.pool, run_id=run_id, session_id=session_id, status="interrupted", finish_reason="interrupted"
+            self.deps.pool,
+            run_id=run.id,
+            session_id=run.session_id,
+            status="interrupted",
+            finish_reason="interrupted",
+            assistant_message_id=claimed.answer.id,
         )
 
     async def interrupt(self, *, session_id: str) -> str:

@@ -114,6 +114,7 @@ class ChatRun:
         user_id: str,
         session: Session,
         user_message: Message,
+        answer: Message,
         channel: RunChannel,
         interrupts: RunInterrupts,
         file_ids: Sequence[str] = (),
@@ -132,7 +133,9 @@ class ChatRun:
         self.sessions = SessionService(deps.pool, deps.settings, window=deps.llm.catalog.context_window)
         self.writer = RunWriter(deps, self.sessions, run_id=self.run_id, session_id=session.id)
         self.state = RunState()
-        self.assistant_message_id = ""
+        self.answer = answer
+        """The assistant message, made with the run's slot (empty, `streaming`): the run fills and ends it."""
+        self.assistant_message_id = answer.id
         self.interrupted = asyncio.Event()
         self.abandoned = False
         self.ending = False
@@ -255,20 +258,19 @@ class ChatRun:
             )
 
     async def _set_up(self) -> _Prepared:
-        """The assistant message row (then `assistant_start`), the file context, the Layer 1 history and the
-        message's images: independent reads, run at once on separate pool connections, before the model request."""
+        """`assistant_start` (its row exists already), then the file context, the Layer 1 history and the message's
+        images: independent reads, run at once on separate pool connections, before the model request."""
+        await self.channel.emit(AssistantStart(message_id=self.answer.id))
         counter = self.deps.llm.counter
         store = PostgresSession(self.deps.pool, self.session.id, counter=counter, turn_seq=self.user_message.seq)
+        store.answer_seq = self.answer.seq  # what the run adds to Layer 1 belongs to this answer
         images = ImageParts(
             pool=self.deps.pool,
             store=FileStore.from_settings(self.deps.settings),
             session_id=self.session.id,
             vision=self.deps.llm.catalog.accepts_images(self.session.model),
         )
-        assistant, files, history, image_parts = await asyncio.gather(
-            self.sessions.append_message(
-                session_id=self.session.id, role="assistant", content="", status="streaming", run_id=self.run_id
-            ),
+        files, history, image_parts = await asyncio.gather(
             build_file_context(
                 pool=self.deps.pool,
                 session_id=self.session.id,
@@ -280,12 +282,6 @@ class ChatRun:
             self._message_images(images),
             return_exceptions=True,
         )
-        if isinstance(assistant, BaseException):
-            raise assistant
-        # The row exists: the client hears of it, and `_finish` ends it, whatever else failed.
-        self.assistant_message_id = assistant.id
-        store.answer_seq = assistant.seq  # what the run adds to Layer 1 belongs to this answer
-        await self.channel.emit(AssistantStart(message_id=assistant.id))
         if isinstance(files, BaseException):
             raise files
         if isinstance(history, BaseException):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -12,7 +13,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from chinwag.config import Settings
-from chinwag.errors import Conflict, InvalidCredentials, InvalidToken, NotFound, RateLimited
+from chinwag.errors import AccountDisabled, Conflict, InvalidCredentials, InvalidToken, NotFound, RateLimited
 from chinwag.services.auth_service import AuthService, PasswordHashing
 from chinwag.services.rate_limit import InMemoryRateLimiter, retry_after_seconds
 
@@ -141,6 +142,35 @@ async def test_access_token_claims(make_service: Callable[..., AuthService]) -> 
     assert claims["exp"] - claims["iat"] == 120
     assert tokens.expires_in == 120
     assert (await auth.authenticate(tokens.access_token)).id == user.id
+
+
+async def test_a_verified_access_token_still_expires_and_its_account_is_still_checked(
+    make_service: Callable[..., AuthService], db: asyncpg.Connection
+) -> None:
+    """Access tokens are decoded once and remembered: a remembered token is still refused once it expires, and
+    its account is still read every time (a disabled account is refused at once)."""
+    auth = make_service()
+    user = await auth.register(email="ida@example.com", password="password-1", display_name=None)
+    now = int(time.time())
+    claims = {"sub": user.id, "typ": "access", "iat": now, "exp": now + 2}
+    short = jwt.encode(claims, SECRET, algorithm="HS256")
+    assert (await auth.authenticate(short)).id == user.id
+    assert (await auth.authenticate(short)).id == user.id  # remembered
+    forged = jwt.encode(claims, "another secret of thirty-two bytes!", algorithm="HS256")
+    with pytest.raises(InvalidToken, match="invalid"):
+        await auth.authenticate(forged)
+    while time.time() < now + 2:
+        await asyncio.sleep(0.1)
+    with pytest.raises(InvalidToken, match="expired"):
+        await auth.authenticate(short)
+    with pytest.raises(InvalidToken, match="expired"):
+        await auth.authenticate(short)  # and forgotten: decoded again, still expired
+
+    lasting = jwt.encode({**claims, "exp": now + 600}, SECRET, algorithm="HS256")
+    assert (await auth.authenticate(lasting)).id == user.id
+    await db.execute("UPDATE users SET disabled = true WHERE id = $1", uuid.UUID(user.id))
+    with pytest.raises(AccountDisabled):
+        await auth.authenticate(lasting)
 
 
 async def test_login_refusals(make_service: Callable[..., AuthService]) -> None:

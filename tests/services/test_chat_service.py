@@ -117,6 +117,34 @@ async def history(db: asyncpg.Connection, session_id: str) -> list[asyncpg.Recor
     )
 
 
+async def test_a_start_undone_after_its_claim_ends_the_run_and_its_answer(
+    harness_factory: Callable[..., Harness],
+    session_ids: tuple[str, str],
+    db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run's buffer cannot be opened (a crash at one exact line, between the claim and the run's task): nothing
+    is left `running` or `streaming`, the slot is free and the next message runs."""
+    user_id, session_id = session_ids
+    h = harness_factory(ScriptedModel([[assistant_message("Second try.")]]))
+    opened = h.buffers.open
+
+    async def broken(run_id: str, session_id: str) -> None:
+        raise RuntimeError("the run buffer is unavailable")
+
+    monkeypatch.setattr(h.buffers, "open", broken)
+    with pytest.raises(RuntimeError):
+        await h.chat.start_run(user_id=user_id, session_id=session_id, content="first")
+    rows = await history(db, session_id)
+    assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "interrupted")]
+    assert await db.fetchval("SELECT status FROM runs WHERE session_id = $1", uuid.UUID(session_id)) == "interrupted"
+    monkeypatch.setattr(h.buffers, "open", opened)
+    await h.watch(session_id)
+    assert await h.chat.start_run(user_id=user_id, session_id=session_id, content="again") is not None
+    end = await h.wait_for("assistant_end")
+    assert end["finish_reason"] == "stop"
+
+
 async def test_a_run_streams_numbered_events_and_persists_before_announcing(
     harness_factory: Callable[..., Harness], session_ids: tuple[str, str], db: asyncpg.Connection
 ) -> None:
