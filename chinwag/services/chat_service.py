@@ -35,6 +35,7 @@ from chinwag.services.instance import claim_instance_id
 from chinwag.services.model_fallback import with_offered_model
 from chinwag.services.postgres_session import PostgresSession
 from chinwag.services.rate_limit import RateLimiter, retry_after_seconds
+from chinwag.services.run_inputs import read_run_inputs, settle
 from chinwag.services.run_task import ChatRun
 from chinwag.services.session_service import SessionService
 from chinwag.services.token_aware_session import INTERRUPTED_OUTPUT
@@ -237,6 +238,11 @@ class ChatService:
             # Subscribed before the run is visible to other sockets (its row), so that no interrupt can be missed.
             interrupts = await RunInterrupts.listen(self.deps.bus, session.id)
             undo.push_async_callback(interrupts.close)
+            # Reads that do not depend on the slot go out with its claim (no time of their own before the request).
+            inputs = asyncio.create_task(
+                read_run_inputs(self.deps, session=session, file_ids=file_ids), name=f"run-inputs-{session.id}"
+            )
+            undo.push_async_callback(settle, inputs)
             claimed = await self._claim_slot(session, content=content, client_id=client_id, branch=branch)
             if claimed is None:
                 return None
@@ -254,11 +260,11 @@ class ChatService:
                 answer=claimed.answer,
                 channel=channel,
                 interrupts=interrupts,
-                file_ids=file_ids,
+                inputs=inputs,
                 input_stored=claimed.input_stored,
             )
             task = self.supervisor.spawn(run.run(), name=f"run-{record.id}")
-            undo.pop_all()  # the run's task owns its interrupts, buffer and slot now
+            undo.pop_all()  # the run's task owns its interrupts, reads, buffer and slot now
         self.live[record.id] = LiveRun(run=run, task=task)
         task.add_done_callback(lambda _: self.live.pop(record.id, None))
         logger.info("session %s: run %s started", session.id, record.id)

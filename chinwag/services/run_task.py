@@ -16,7 +16,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import openai
@@ -30,16 +29,12 @@ from chinwag.observability.observer import RunObservation
 from chinwag.schemas.messages import Message, ToolCall
 from chinwag.schemas.sessions import Session, TokenUsage
 from chinwag.services.agent_builder import (
-    FILE_BUDGET_SHARE,
     McpToolsLike,
     RunDeps,
     build_agent,
     no_mcp,
     overhead_tokens,
 )
-from chinwag.services.file_context import FileContext, build_file_context
-from chinwag.services.file_service import FileStore
-from chinwag.services.images import ImageParts, image_files
 from chinwag.services.postgres_session import PostgresSession
 from chinwag.services.run_events import (
     ModelTurnCut,
@@ -52,6 +47,7 @@ from chinwag.services.run_events import (
     map_stream_event,
     provider_message,
 )
+from chinwag.services.run_inputs import RunInputs, settle
 from chinwag.services.run_state import (
     OpenTool,
     RunState,
@@ -94,14 +90,12 @@ _STORE_ERROR: tuple[ErrorCode, str, bool] = ("internal", "The answer could not b
 
 
 class _Prepared(NamedTuple):
-    """What the run read before its model request: the file context and its Layer 1 history."""
+    """What the run reads before its model request: its inputs (files, images), its Layer 1 storage, and the read
+    of its Layer 1 history, still in flight while the agent is built."""
 
-    files: FileContext
+    inputs: RunInputs
     store: PostgresSession
-    history: tuple[context_db.ContextState, list[context_db.ContextRow]]
-    images: ImageParts
-    image_parts: list[dict[str, Any]]
-    """The message's own images, as the model gets them."""
+    history: asyncio.Task[tuple[context_db.ContextState, list[context_db.ContextRow]]]
 
 
 class ChatRun:
@@ -117,7 +111,7 @@ class ChatRun:
         answer: Message,
         channel: RunChannel,
         interrupts: RunInterrupts,
-        file_ids: Sequence[str] = (),
+        inputs: asyncio.Task[RunInputs],
         input_stored: bool = False,
     ) -> None:
         self.deps = deps
@@ -126,7 +120,9 @@ class ChatRun:
         self.user_message = user_message
         self.channel = channel
         self.run_id = channel.run_id
-        self.file_ids = list(file_ids)
+        self._inputs = inputs
+        """The reads `ChatService._start` began with the claim (`run_inputs.py`): the run awaits and settles them."""
+        self._history: asyncio.Task[Any] | None = None
         self.input_stored = input_stored
         """Layer 1 holds the user message already (a regenerated answer): the run sends the model no new input."""
         self.window = deps.llm.catalog.context_window(session.model)
@@ -185,6 +181,9 @@ class ChatRun:
             ) as self._observed:
                 await self._run()
         finally:
+            await settle(self._inputs)
+            if self._history is not None:
+                await settle(self._history)
             await self._interrupts.close()
             await self.deps.buffers.end(self.run_id)
             self._drop_run_objects()
@@ -258,62 +257,35 @@ class ChatRun:
             )
 
     async def _set_up(self) -> _Prepared:
-        """`assistant_start` (its row exists already), then the file context, the Layer 1 history and the message's
-        images: independent reads, run at once on separate pool connections, before the model request."""
+        """`assistant_start` (its row exists already), the read of the Layer 1 history sent off (the agent is built
+        while it is in flight), and the run's inputs, read since the claim."""
         await self.channel.emit(AssistantStart(message_id=self.answer.id))
-        counter = self.deps.llm.counter
-        store = PostgresSession(self.deps.pool, self.session.id, counter=counter, turn_seq=self.user_message.seq)
+        store = PostgresSession(
+            self.deps.pool, self.session.id, counter=self.deps.llm.counter, turn_seq=self.user_message.seq
+        )
         store.answer_seq = self.answer.seq  # what the run adds to Layer 1 belongs to this answer
-        images = ImageParts(
-            pool=self.deps.pool,
-            store=FileStore.from_settings(self.deps.settings),
-            session_id=self.session.id,
-            vision=self.deps.llm.catalog.accepts_images(self.session.model),
-        )
-        files, history, image_parts = await asyncio.gather(
-            build_file_context(
-                pool=self.deps.pool,
-                session_id=self.session.id,
-                file_ids=self.file_ids,
-                budget_tokens=int(self.window * FILE_BUDGET_SHARE),
-                counter=counter,
-            ),
-            store.unsummarized(),
-            self._message_images(images),
-            return_exceptions=True,
-        )
-        if isinstance(files, BaseException):
-            raise files
-        if isinstance(history, BaseException):
-            raise history
-        if isinstance(image_parts, BaseException):
-            raise image_parts
-        return _Prepared(files=files, store=store, history=history, images=images, image_parts=image_parts)
-
-    async def _message_images(self, images: ImageParts) -> list[dict[str, Any]]:
-        if not self.file_ids or not images.vision:
-            return []
-        files = await image_files(self.deps.pool, session_id=self.session.id, file_ids=self.file_ids)
-        return await images.message_parts(files)
+        self._history = asyncio.create_task(store.unsummarized(), name=f"run-history-{self.run_id}")
+        return _Prepared(inputs=await self._inputs, store=store, history=self._history)
 
     async def _stream(self, prepared: _Prepared) -> None:
         acquire = self.deps.mcp.acquire if self.deps.mcp is not None else no_mcp
         counter = self.deps.llm.counter
         self._setting_up = True
         async with acquire(self.session.mcp_servers) as tools, self.deps.llm.run_provider() as provider:
-            agent = build_agent(settings=self.deps.settings, session=self.session, files=prepared.files, tools=tools)
+            inputs = prepared.inputs
+            agent = build_agent(settings=self.deps.settings, session=self.session, files=inputs.files, tools=tools)
             # Instructions (file context included) and tool schemas share the window with the history.
             self._overhead_tokens = overhead_tokens(agent, counter)
             layer1 = self._layer1 = TokenAwareSession.for_run(
                 prepared.store,
                 context_window=self.window,
-                history=prepared.history,
+                history=await prepared.history,
                 overhead_tokens=self._overhead_tokens,
                 summarize=self._summarize,
                 summary_overhead_tokens=counter.count_text(SUMMARY_INSTRUCTIONS) + SUMMARY_OVERHEAD_MARGIN,
-                images=prepared.images,
+                images=inputs.images,
             )
-            new_input = self._new_input(prepared.image_parts)
+            new_input = self._new_input(inputs.image_parts)
             self._cap = self._output_cap(layer1, new_input)
             agent.model_settings = dataclasses.replace(agent.model_settings, max_tokens=self._cap)
             if self.interrupted.is_set():
