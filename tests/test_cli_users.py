@@ -112,7 +112,7 @@ async def test_the_last_admin_rule_and_unknown_users_fail_clearly(
 async def test_delete_removes_the_user_and_their_files_on_disk(
     server: RunningServer, alice: TestUser, bob: TestUser, database_dsn: str, tmp_path: Path, db: asyncpg.Connection
 ) -> None:
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=alice.headers) as c:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=alice.headers, timeout=60) as c:
         session_id = (await c.post("/sessions", json={})).json()["id"]
         upload = await c.post(f"/sessions/{session_id}/files", files={"file": ("a.txt", b"alice only", "text/plain")})
         assert upload.status_code == 201, upload.text
@@ -127,6 +127,6 @@ async def test_delete_removes_the_user_and_their_files_on_disk(
     assert not any(p.exists() for p in stored)
     assert await db.fetchval("SELECT count(*) FROM users WHERE email = $1", alice.email) == 0
     assert await db.fetchval("SELECT count(*) FROM users WHERE email = $1", bob.email) == 1
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1") as c:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=60) as c:
         assert (await login(c, alice.email)).status_code == 401
         assert (await login(c, bob.email)).status_code == 200

@@ -92,7 +92,7 @@ async def test_serve_without_a_model_says_what_to_set_everywhere(
         monkeypatch.delenv(name)  # the server process inherits the test's environment
     async with chinwag_serve(port=port, data_dir=data_dir, env=env):
         url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
             ready = (await c.get("/health/ready")).json()
             config = (await c.get("/api/v1/config")).json()
         assert ready["status"] == "ok"
@@ -101,7 +101,7 @@ async def test_serve_without_a_model_says_what_to_set_everywhere(
         assert config["model_provider"]["status"] == "not_configured"
         assert "OPENAI_BASE_URL" in config["model_provider"]["detail"]
         user = await sign_up(url, prefix="nomodel")
-        async with httpx.AsyncClient(base_url=url + "/api/v1", headers=user.headers) as c:
+        async with httpx.AsyncClient(base_url=url + "/api/v1", headers=user.headers, timeout=60) as c:
             session_id = (await c.post("/sessions", json={"title": "no model"})).json()["id"]
         async with connect(Chat(base_url=url, user=user, session_id=session_id)) as sock:
             await sock.send({"type": "message", "content": "hello?"})

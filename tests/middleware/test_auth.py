@@ -175,7 +175,7 @@ async def test_websocket_header_token_and_api_key(ws_server: RunningServer, user
     carol = await user_factory(ws_server)
     async with connect(f"{ws_server.ws_url}/ws/whoami", additional_headers=carol.headers) as ws:
         assert json.loads(await ws.recv()) == {"id": carol.id}
-    async with httpx.AsyncClient(base_url=ws_server.url + "/api/v1") as client:
+    async with httpx.AsyncClient(base_url=ws_server.url + "/api/v1", timeout=60) as client:
         key = (await client.post("/auth/api-keys", json={"name": "ws"}, headers=carol.headers)).json()["key"]
     async with connect(f"{ws_server.ws_url}/ws/whoami?token={key}") as ws:
         assert json.loads(await ws.recv()) == {"id": carol.id}

@@ -27,7 +27,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 async def scrape(server: RunningServer) -> Samples:
-    async with httpx.AsyncClient(base_url=server.url) as c:
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
         answer = await c.get("/metrics")
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("text/plain")
@@ -75,7 +75,7 @@ async def test_a_run_moves_the_counters(
     route = "/api/v1/sessions"
     assert value(after, "chinwag_http_requests_total", method="POST", route=route, status="201") == 1
     assert value(after, "chinwag_http_request_duration_seconds_count", method="POST", route=route) == 1
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers) as c:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers, timeout=60) as c:
         assert (await c.get(f"/sessions/{chat.session_id}")).status_code == 200
         assert (await c.get("/sessions/not-a-session")).status_code == 404
     last = await scrape(server)

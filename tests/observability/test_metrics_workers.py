@@ -14,7 +14,7 @@ from tests.routes.process_support import chinwag_serve
 
 
 async def _scrape(port: int) -> str:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
         return (await c.get("/metrics")).text
 
 
@@ -42,7 +42,7 @@ async def test_two_workers_report_one_sum(database_dsn: str, redis_url: str, tmp
     async with chinwag_serve(port=port, data_dir=data_dir, env=env, args=["--workers", "2"], start_timeout_s=240):
         assert not (stale / "counter_99999999.db").exists()  # emptied at start
         # Both workers are up once the pools of two report (each samples its own at start).
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c, asyncio.timeout(240):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c, asyncio.timeout(240):
             while _count((await c.get("/metrics")).text, "chinwag_db_pool_connections", state="max") != 20:
                 await asyncio.sleep(0.2)
         before = _count((await _scrape(port)), "chinwag_http_requests_total", route="/api/v1/config", status="200")
@@ -50,10 +50,10 @@ async def test_two_workers_report_one_sum(database_dsn: str, redis_url: str, tmp
         sent = 40
         # New connections each time, so both workers take some of them.
         for _ in range(sent):
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
                 assert (await c.get("/api/v1/config")).status_code == 200
         for _ in range(3):  # several scrapes, likely answered by different workers: each sees the whole sum
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
                 text = (await c.get("/metrics")).text
             assert _count(text, "chinwag_http_requests_total", route="/api/v1/config", status="200") == sent
     assert any(stale.iterdir())  # the workers wrote their values there

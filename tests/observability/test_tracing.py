@@ -38,7 +38,7 @@ async def test_a_run_is_traced_with_its_model_and_tool_calls(
     config.write_text(json.dumps({"mcpServers": {"testtools": fake_stdio(pool_size=1, timeout_s=30)}}))
     settings = settings_factory(openai_base_url=fake.base_url, mcp_config=config)
     async with serve(create_app(settings, tracer_provider=provider)) as server:
-        async with httpx.AsyncClient(base_url=server.url + "/api/v1") as c:
+        async with httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=60) as c:
             email = "traced@example.com"
             assert (await c.post("/auth/register", json={"email": email, "password": TEST_PASSWORD})).status_code == 201
             tokens = (await c.post("/auth/login", json={"email": email, "password": TEST_PASSWORD})).json()

@@ -45,14 +45,14 @@ class Chat:
         return f"{self.ws_base}/ws/chat/{session_id or self.session_id}?token={token}"
 
     async def history(self) -> list[dict[str, Any]]:
-        async with httpx.AsyncClient(base_url=self.base_url + "/api/v1", headers=self.user.headers) as c:
+        async with httpx.AsyncClient(base_url=self.base_url + "/api/v1", headers=self.user.headers, timeout=60) as c:
             answer = await c.get(f"/sessions/{self.session_id}/messages", params={"limit": 100})
             assert answer.status_code == 200, answer.text
             items: list[dict[str, Any]] = answer.json()["items"]
             return items
 
     async def session(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=self.base_url + "/api/v1", headers=self.user.headers) as c:
+        async with httpx.AsyncClient(base_url=self.base_url + "/api/v1", headers=self.user.headers, timeout=60) as c:
             answer = await c.get(f"/sessions/{self.session_id}")
             assert answer.status_code == 200, answer.text
             body: dict[str, Any] = answer.json()
@@ -60,7 +60,7 @@ class Chat:
 
 
 async def new_session(server: RunningServer, user: TestUser, **body: Any) -> str:
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers) as c:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers, timeout=60) as c:
         answer = await c.post("/sessions", json={"title": "test", **body})
         assert answer.status_code == 201, answer.text
         session_id: str = answer.json()["id"]

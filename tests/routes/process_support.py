@@ -60,7 +60,7 @@ async def chinwag_serve(
         start_new_session=True,
     )
     try:
-        async with httpx.AsyncClient() as c, asyncio.timeout(start_timeout_s):
+        async with httpx.AsyncClient(timeout=60) as c, asyncio.timeout(start_timeout_s):
             while True:
                 if proc.returncode is not None:
                     raise AssertionError(log_path.read_text())

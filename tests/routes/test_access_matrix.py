@@ -158,13 +158,13 @@ async def identities(server: RunningServer, user_factory: UserFactory) -> dict[s
     owner, other = await user_factory(server), await user_factory(server)
     admin = await user_factory(server, admin=True)
     disabled = await user_factory(server)
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=admin.headers) as c:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=admin.headers, timeout=60) as c:
         assert (await c.patch(f"/admin/users/{disabled.id}", json={"disabled": True})).status_code == 200
     now = int(time.time())
     expired = jwt.encode(
         {"sub": owner.id, "typ": "access", "iat": now - 3600, "exp": now - 60}, SECRET, algorithm="HS256"
     )
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=owner.headers) as c:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=owner.headers, timeout=60) as c:
         created = (await c.post("/auth/api-keys", json={"name": "to revoke"})).json()
         assert (await c.delete(f"/auth/api-keys/{created['id']}")).status_code == 204
     tokens = {

@@ -53,7 +53,7 @@ async def turn(sock: Socket, frame: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def switch(chat: Chat, seq: int) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers) as c:
+    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers, timeout=60) as c:
         return await c.post(f"/sessions/{chat.session_id}/branch", json={"seq": seq})
 
 
@@ -88,7 +88,7 @@ async def test_regenerate_twice_then_switch_back_to_the_first_answer(chat: Chat,
     assert history[1]["sibling_seqs"] == [2, 3, 4]
 
     # GET /context shows what the next run sends: this branch, nothing of the other answers.
-    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers) as c:
+    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers, timeout=60) as c:
         context = (await c.get(f"/sessions/{chat.session_id}/context")).json()
     assert [(i["role"], text(i["content"])) for i in context["items"]] == [
         ("user", "Question?"),

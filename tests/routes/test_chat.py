@@ -82,7 +82,7 @@ async def test_ready_then_ping_pong(chat: Chat) -> None:
 async def test_an_api_key_works_as_the_token(chat: Chat) -> None:
     import httpx
 
-    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers) as c:
+    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers, timeout=60) as c:
         answer = await c.post("/auth/api-keys", json={"name": "script"})
         assert answer.status_code == 201, answer.text
         key = answer.json()["key"]
@@ -435,7 +435,7 @@ async def test_the_first_exchange_names_the_session_for_every_tab(chat: Chat, fa
 async def test_a_message_with_file_ids_gives_the_model_those_files(chat: Chat, fake: FakeOpenAI) -> None:
     import httpx
 
-    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers) as c:
+    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers, timeout=60) as c:
         answer = await c.post(
             f"/sessions/{chat.session_id}/files",
             files={"file": ("notes.txt", b"The secret word is marmalade.\n", "text/plain")},

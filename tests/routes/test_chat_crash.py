@@ -45,7 +45,7 @@ async def test_sigkill_mid_run_leaves_the_answer_interrupted_after_restart(
     async with chinwag_process(database_dsn=database_dsn, base_url=fake.base_url, data_dir=data_dir, port=port) as proc:
         url = f"http://127.0.0.1:{port}"
         user = await sign_up(url, prefix="crash")
-        async with httpx.AsyncClient(base_url=url + "/api/v1", headers=user.headers) as c:
+        async with httpx.AsyncClient(base_url=url + "/api/v1", headers=user.headers, timeout=60) as c:
             session_id = (await c.post("/sessions", json={"title": "crash"})).json()["id"]
         first = Chat(base_url=url, user=user, session_id=session_id)
         async with connect(first) as sock:

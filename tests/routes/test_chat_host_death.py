@@ -47,7 +47,7 @@ def host(
 
 
 async def new_session(url: str, user: TestUser) -> str:
-    async with httpx.AsyncClient(base_url=url + "/api/v1", headers=user.headers) as c:
+    async with httpx.AsyncClient(base_url=url + "/api/v1", headers=user.headers, timeout=60) as c:
         answer = await c.post("/sessions", json={"title": "host death"})
         assert answer.status_code == 201, answer.text
         session_id: str = answer.json()["id"]

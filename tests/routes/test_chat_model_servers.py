@@ -36,7 +36,7 @@ async def chat_on(fake: FakeOpenAI, server_factory: ServerFactory, user_factory:
 
 
 async def untitled_session(server: RunningServer, user: TestUser) -> str:
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers) as c:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers, timeout=60) as c:
         answer = await c.post("/sessions", json={})
         assert answer.status_code == 201, answer.text
         session_id: str = answer.json()["id"]

@@ -33,13 +33,13 @@ async def make_chat(
 
 
 async def api_key(chat: Chat) -> tuple[str, str]:
-    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers) as c:
+    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers, timeout=60) as c:
         created = (await c.post("/auth/api-keys", json={"name": "socket"})).json()
     return created["id"], created["key"]
 
 
 async def delete_key(chat: Chat, key_id: str) -> None:
-    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers) as c:
+    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers, timeout=60) as c:
         assert (await c.delete(f"/auth/api-keys/{key_id}")).status_code == 204
 
 
@@ -106,7 +106,7 @@ async def test_disabling_a_user_interrupts_their_run_and_closes_their_sockets_at
     async with connect(chat) as sock, connect(chat, token=key) as by_key:
         await sock.send({"type": "message", "content": "talk for a long while"})
         await sock.until("text_delta", timeout=30)
-        async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=admin.headers) as c:
+        async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=admin.headers, timeout=60) as c:
             answer = await c.patch(f"/admin/users/{chat.user.id}", json={"disabled": True})
             assert answer.status_code == 200, answer.text
         codes = []

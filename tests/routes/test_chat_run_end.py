@@ -54,7 +54,7 @@ async def test_an_answer_past_the_tsvector_limit_is_stored_and_searchable(
         ("assistant", "complete"),
     ]
     assert history[1]["content"] == words
-    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers) as c:
+    async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers, timeout=60) as c:
         found = await c.get("/search", params={"q": "z000042"})
     assert found.status_code == 200, found.text
     assert [h["seq"] for h in found.json()["items"]] == [2]
@@ -79,7 +79,7 @@ async def test_deleting_a_session_mid_run_interrupts_the_run_first(
         frames = await sock.until("assistant_start")
         while len(text_of(frames)) < 40:
             frames.append(await sock.recv())
-        async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers) as c:
+        async with httpx.AsyncClient(base_url=chat.base_url + "/api/v1", headers=chat.user.headers, timeout=60) as c:
             deleted = await c.delete(f"/sessions/{chat.session_id}")
             assert deleted.status_code == 204, deleted.text
             assert (await c.get(f"/sessions/{chat.session_id}")).status_code == 404

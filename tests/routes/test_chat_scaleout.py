@@ -252,7 +252,7 @@ async def chinwag_workers(
         cwd=ROOT,
     )
     try:
-        async with httpx.AsyncClient() as c, asyncio.timeout(60):
+        async with httpx.AsyncClient(timeout=60) as c, asyncio.timeout(60):
             while True:
                 if proc.returncode is not None:
                     raise AssertionError((data_dir / "server.log").read_text())
@@ -449,7 +449,7 @@ async def test_disabling_a_user_on_a_ends_their_run_and_socket_on_b(
     async with connect(pair.b) as on_b:
         await on_b.send({"type": "message", "content": "go on"})
         await on_b.until("text_delta", timeout=30)
-        async with httpx.AsyncClient(base_url=pair.a.base_url + "/api/v1", headers=admin.headers) as c:
+        async with httpx.AsyncClient(base_url=pair.a.base_url + "/api/v1", headers=admin.headers, timeout=60) as c:
             answer = await c.patch(f"/admin/users/{pair.user.id}", json={"disabled": True})
             assert answer.status_code == 200, answer.text
         async with asyncio.timeout(30):

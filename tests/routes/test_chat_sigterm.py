@@ -52,7 +52,7 @@ async def test_sigterm_drains_runs_then_closes_sockets_with_1012(
     async with chinwag_serve(port=port, data_dir=data_dir, env=env) as proc:
         url = f"http://127.0.0.1:{port}"
         user = await sign_up(url, prefix="sigterm")
-        async with httpx.AsyncClient(base_url=url + "/api/v1", headers=user.headers) as c:
+        async with httpx.AsyncClient(base_url=url + "/api/v1", headers=user.headers, timeout=60) as c:
             sessions = [(await c.post("/sessions", json={"title": t})).json()["id"] for t in ("long", "short", "new")]
         chats = [Chat(base_url=url, user=user, session_id=s) for s in sessions]
         async with connect(chats[0]) as long_sock, connect(chats[1]) as short_sock, connect(chats[2]) as new_sock:
@@ -62,7 +62,7 @@ async def test_sigterm_drains_runs_then_closes_sockets_with_1012(
             short_frames = await short_sock.until("text_delta", timeout=30)
 
             proc.send_signal(signal.SIGTERM)
-            async with httpx.AsyncClient(base_url=url) as c, asyncio.timeout(30):
+            async with httpx.AsyncClient(base_url=url, timeout=60) as c, asyncio.timeout(30):
                 while (ready := await c.get("/health/ready")).status_code != 503:
                     await asyncio.sleep(0.05)
             assert ready.json()["status"] == "draining"

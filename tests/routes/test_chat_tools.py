@@ -193,7 +193,7 @@ async def test_a_tool_server_that_never_starts_leaves_chat_working_and_is_report
     system = fake.requests[0].body["messages"][0]["content"]
     assert "unavailable" in system
     assert "broken" in system
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1") as http:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=60) as http:
         reported = {s["name"]: s["status"] for s in (await http.get("/config")).json()["mcp_servers"]}
     assert reported["testtools"] == "ready"
     assert reported["broken"] in ("failed", "restarting")

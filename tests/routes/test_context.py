@@ -25,7 +25,7 @@ async def server(server_factory: ServerFactory) -> RunningServer:
 
 
 async def create_session(server: RunningServer, owner: TestUser) -> str:
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=owner.headers) as c:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=owner.headers, timeout=60) as c:
         response = await c.post("/sessions", json={"title": "t"})
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
@@ -33,7 +33,7 @@ async def create_session(server: RunningServer, owner: TestUser) -> str:
 
 async def get_context(server: RunningServer, owner: TestUser | None, session_id: str) -> httpx.Response:
     headers = owner.headers if owner is not None else {}
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=headers) as c:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=headers, timeout=60) as c:
         return await c.get(f"/sessions/{session_id}/context")
 
 

@@ -82,7 +82,7 @@ async def marked(db: asyncpg.Connection, file_id: str) -> str:
 async def setup(server_factory: ServerFactory, user_factory: UserFactory) -> tuple[RunningServer, TestUser, str]:
     server = await server_factory(max_upload_bytes=30 * 1024 * 1024)
     user = await user_factory(server)
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers) as c:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers, timeout=60) as c:
         session_id = (await c.post("/sessions", json={})).json()["id"]
     return server, user, session_id
 
@@ -92,7 +92,7 @@ async def test_bombs_are_kept_marked_and_told_to_the_agent(
 ) -> None:
     server, user, session_id = setup
     wide_json = json.dumps({f"key{i}": [i, str(i), {"n": i}] for i in range(120_000)})  # ~5 MB
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1") as client:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=60) as client:
         docx = await upload(client, user, session_id, "bomb.docx", docx_bomb(120))
         pdf = await upload(client, user, session_id, "pages.pdf", pdf_of(3000))
         html = await upload(client, user, session_id, "page.html", b"<html><body>" + b"<p>x</p>" * 600_000)
@@ -125,7 +125,7 @@ async def test_an_extraction_past_the_timeout_kills_its_worker_and_the_next_uplo
     server = await server_factory(extract_timeout_s=0.3, extract_workers=1)
     user = await user_factory(server)
     slow = pdf_of(300, lines=60)  # under the page cap, a second or more of text extraction
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers) as client:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers, timeout=60) as client:
         session_id = (await client.post("/sessions", json={})).json()["id"]
         first = await upload(client, user, session_id, "slow.pdf", slow)
         assert "took longer than 0.3 s" in await marked(db, first["id"])
@@ -140,7 +140,7 @@ async def test_the_server_answers_others_while_a_file_is_extracted(
     server = await server_factory(extract_timeout_s=60.0)
     user = await user_factory(server)
     slow = pdf_of(600, lines=30)  # seconds of text extraction, under the text cap
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers) as client:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers, timeout=60) as client:
         session_id = (await client.post("/sessions", json={})).json()["id"]
         uploading = asyncio.create_task(upload(client, user, session_id, "slow.pdf", slow))
         extractor = server.app.state.extractor
@@ -165,7 +165,7 @@ async def test_a_worker_runs_under_an_address_space_cap(
 ) -> None:
     server = await server_factory(extract_memory_mib=300)
     user = await user_factory(server)
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers) as client:
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", headers=user.headers, timeout=60) as client:
         session_id = (await client.post("/sessions", json={})).json()["id"]
         await upload(client, user, session_id, "a.txt", b"hello")
     (worker,) = server.app.state.extractor._all

@@ -81,7 +81,7 @@ async def test_real_frames_of_a_run_follow_the_published_schema(
     server = await server_factory(openai_base_url=fake.base_url, mcp_config=config)
     user = await user_factory(server)
     chat = Chat.on(server, user, await new_session(server, user))
-    async with httpx.AsyncClient(base_url=server.url) as c:
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
         answer = await c.get("/api/v1/schema/websocket")
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("application/schema+json")
