@@ -186,11 +186,11 @@ def identity_key(item: Mapping[str, Any]) -> str | None:
     """What the SDK's `deduplicate_input_items_preferring_latest` knows an item by (messages by nothing)."""
     if item.get("role") is not None or item.get("type", "message") == "message":
         return None
-    call_id, item_id = item.get("call_id"), item.get("id")
+    kind, call_id, item_id = item.get("type"), item.get("call_id"), item.get("id")
     if isinstance(call_id, str):
-        return f"call_id:{call_id}"
+        return f"call_id:{kind}:{call_id}"
     if isinstance(item_id, str) and item_id != FAKE_RESPONSES_ID:
-        return f"id:{item_id}"
+        return f"id:{kind}:{item_id}"
     # (The SDK also knows hosted MCP approvals by their request id: any such item keeps the history apart.)
     return "approval" if "approval_request_id" in item else None
 

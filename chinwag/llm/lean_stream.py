@@ -132,7 +132,8 @@ async def _lean_post(
     stream_cls: type[AsyncStream[Any]],
 ) -> Any:
     extra_body = arguments.get("extra_body")
-    body: dict[str, Any] | bytes = request_body(arguments)
+    body: dict[str, Any] | None = request_body(arguments)
+    content: bytes | None = None
     if isinstance(extra_body, Mapping) and SPLICE_KEY in extra_body:
         # A history encoded already (`chinwag.llm.history`): the body is sent as bytes, `extra_body` merged into
         # it the way the client merges it (its keys over the body's, one level).
@@ -142,8 +143,8 @@ async def _lean_post(
         assert isinstance(splice, HistorySplice)
         path = _deployment_path(resource._client, path, body.get("model"))
         merged = {**body, **extra}
-        body = spliced_body(merged, splice) if merged.get(splice.key) is body.get(splice.key) else dumps(merged)
-        extra_body = None
+        content = spliced_body(merged, splice) if merged.get(splice.key) is body.get(splice.key) else dumps(merged)
+        body = extra_body = None
     options = make_request_options(
         extra_headers=arguments.get("extra_headers"),
         extra_query=arguments.get("extra_query"),
@@ -151,7 +152,9 @@ async def _lean_post(
         timeout=arguments.get("timeout", not_given),
         security={"bearer_auth": True},
     )
-    return await resource._post(path, body=body, options=options, cast_to=cast_to, stream=True, stream_cls=stream_cls)
+    return await resource._post(
+        path, body=body, content=content, options=options, cast_to=cast_to, stream=True, stream_cls=stream_cls
+    )
 
 
 class _LeanParsing:
