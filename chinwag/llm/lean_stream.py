@@ -17,6 +17,8 @@ behaviour is kept on purpose:
   event type this `openai` version does not know) is built by the client's own `construct_type`, exactly as the
   stock stream would build it; unknown fields are kept as extras either way (the client's models allow extras);
 - a dropped connection or a read timeout raise `APIConnectionError` / `APITimeoutError`.
+A history chinwag encoded already (`chinwag.llm.history`) comes through `extra_body` and is written into the body,
+which is then sent as bytes.
 `CHINWAG_LEAN_STREAM=false` puts the stock client back (`LlmClients.new_client`).
 """
 
@@ -40,13 +42,16 @@ from openai._httpx2 import request_exceptions, timeout_exceptions
 from openai._streaming import AsyncStream
 from openai._streaming_cleanup import drain_response_async
 from openai._types import NotGiven, Omit, not_given
+from openai._utils import path_template
 from openai.lib._chat_completion_resources import validate_response_format
+from openai.lib.azure import _deployments_endpoints as _azure_deployments_endpoints
 from openai.resources.chat import AsyncChat
 from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.responses import AsyncResponses
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 
+from chinwag.llm.history import SPLICE_KEY, HistorySplice, dumps
 from chinwag.llm.sse import ServerEvent, SSEParser
 
 # Keys whose values the Agents SDK (and chinwag's own one-shot calls) build as plain JSON data: the history and the
@@ -96,6 +101,28 @@ def request_body(arguments: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
+def spliced_body(body: Mapping[str, Any], splice: HistorySplice) -> bytes:
+    """`body` as JSON bytes with the history's encoded parts written into its list `splice.key` at `splice.at`."""
+    values = body.get(splice.key)
+    parts = [dumps(value) for value in values] if isinstance(values, list) else []
+    parts[splice.at : splice.at] = splice.parts
+    head = dumps({key: value for key, value in body.items() if key != splice.key})
+    joint = b"," if len(head) > 2 else b""
+    return b"%s%s%s:[%s]}" % (head[:-1], joint, dumps(splice.key), b",".join(parts))
+
+
+def _deployment_path(client: Any, path: str, model: Any) -> str:
+    # What `AsyncAzureOpenAI._build_request` does with a mapping body, which a body of bytes no longer is.
+    if (
+        isinstance(client, AsyncAzureOpenAI)
+        and path in _azure_deployments_endpoints
+        and isinstance(model, str)
+        and "/deployments" not in str(client.base_url.path)
+    ):
+        return path_template("/deployments/{model}", model=model) + path
+    return path
+
+
 async def _lean_post(
     resource: AsyncCompletions | AsyncResponses,
     path: str,
@@ -104,15 +131,29 @@ async def _lean_post(
     cast_to: type[Any],
     stream_cls: type[AsyncStream[Any]],
 ) -> Any:
+    extra_body = arguments.get("extra_body")
+    body: dict[str, Any] | None = request_body(arguments)
+    content: bytes | None = None
+    if isinstance(extra_body, Mapping) and SPLICE_KEY in extra_body:
+        # A history encoded already (`chinwag.llm.history`): the body is sent as bytes, `extra_body` merged into
+        # it the way the client merges it (its keys over the body's, one level).
+        splice = extra_body[SPLICE_KEY]
+        extra = {key: value for key, value in extra_body.items() if key != SPLICE_KEY}
+        assert isinstance(body, dict)
+        assert isinstance(splice, HistorySplice)
+        path = _deployment_path(resource._client, path, body.get("model"))
+        merged = {**body, **extra}
+        content = spliced_body(merged, splice) if merged.get(splice.key) is body.get(splice.key) else dumps(merged)
+        body = extra_body = None
     options = make_request_options(
         extra_headers=arguments.get("extra_headers"),
         extra_query=arguments.get("extra_query"),
-        extra_body=arguments.get("extra_body"),
+        extra_body=extra_body,
         timeout=arguments.get("timeout", not_given),
         security={"bearer_auth": True},
     )
     return await resource._post(
-        path, body=request_body(arguments), options=options, cast_to=cast_to, stream=True, stream_cls=stream_cls
+        path, body=body, content=content, options=options, cast_to=cast_to, stream=True, stream_cls=stream_cls
     )
 
 

@@ -18,21 +18,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
-from agents import set_tracing_disabled
+from agents import ModelSettings, set_tracing_disabled
+from agents.models.chatcmpl_converter import Converter
 from agents.models.interface import Model, ModelProvider
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.models.openai_responses import OpenAIResponsesModel
+from agents.run_internal.items import deduplicate_input_items_preferring_latest
+from agents.util._json import _to_dump_compatible
 from openai import AsyncAzureOpenAI, AsyncOpenAI, omit
 from openai.types.chat import ChatCompletionChunk
 
 from chinwag.config import Settings, SettingsError
 from chinwag.llm.catalog import ModelCatalog
+from chinwag.llm.history import SPLICE_KEY, History, HistoryCache, HistorySplice, join, prepared, split_history
 from chinwag.llm.lean_stream import LeanAzureOpenAI, LeanOpenAI, warm_up
 from chinwag.llm.tokens import ApproximateCounter, EncodingFileError, TiktokenCounter, TokenCounter
 from chinwag.observability.observer import NULL_OBSERVER, Observer
@@ -98,13 +103,53 @@ class _ObservedModel:
             return await super().get_response(*args, **kwargs)  # type: ignore[misc]
 
 
+def _with_history(
+    history: History,
+    rest: list[Any],
+    model_settings: ModelSettings,
+    client: AsyncOpenAI,
+    splice: Callable[[], HistorySplice],
+) -> tuple[list[Any], ModelSettings]:
+    """The input and settings a model's `_fetch_response` passes on for an input that held a history item: on the
+    lean client, the run's own items and the history as encoded JSON (`extra_body`, for the lean client); else,
+    or when sending the two apart could differ from what the SDK sends, the history's items before the run's, as
+    the SDK's input handling would have left them."""
+    extra = model_settings.extra_body
+    lean = isinstance(client, LeanOpenAI | LeanAzureOpenAI)
+    if lean and isinstance(extra, Mapping | None) and history.fits_before(rest):
+        body = {**(extra or {}), SPLICE_KEY: splice()}
+        return rest, dataclasses.replace(model_settings, extra_body=body)
+    return deduplicate_input_items_preferring_latest([*prepared(history.items), *rest]), model_settings
+
+
 class _ResponsesModel(_ObservedModel, OpenAIResponsesModel):
-    """The SDK's Responses model, observed."""
+    """The SDK's Responses model, observed; a history item in its input is sent as JSON encoded once per row
+    (`chinwag.llm.history`)."""
 
     def __init__(self, *, model: str, openai_client: AsyncOpenAI, provider: RunModelProvider) -> None:
         super().__init__(model=model, openai_client=openai_client)
         self._provider = provider
         self._observed_name = model
+
+    async def _fetch_response(
+        self, system_instructions: Any, input: Any, model_settings: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        history, rest = split_history(input)
+        if history is not None and isinstance(rest, list):
+            how = ("responses",)
+            input, model_settings = _with_history(
+                history,
+                rest,
+                model_settings,
+                self._client,
+                lambda: HistorySplice("input", 0, history.encoded(how, self._encode_items)),
+            )
+        return await super()._fetch_response(system_instructions, input, model_settings, *args, **kwargs)
+
+    def _encode_items(self, items: Sequence[dict[str, Any]]) -> bytes:
+        # As `_build_response_create_kwargs` sends them; its clean-up leaves an item that needs none as it is.
+        cleaned = (self._clean_item_for_openai(item) for item in prepared(items))
+        return join(item for item in cleaned if item is not None)
 
 
 class _ChatCompletionsModel(_ObservedModel, OpenAIChatCompletionsModel):
@@ -115,14 +160,39 @@ class _ChatCompletionsModel(_ObservedModel, OpenAIChatCompletionsModel):
         self._provider = provider
         self._observed_name = model
 
-    async def _fetch_response(self, *args: Any, **kwargs: Any) -> Any:
+    async def _fetch_response(
+        self, system_instructions: Any, input: Any, model_settings: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        history, rest = split_history(input)
+        if history is not None and isinstance(rest, list):
+            base_url = str(self._client.base_url)
+            how = ("chat", self.model, base_url, self.should_replay_reasoning_content, self._strict_feature_validation)
+            at = 1 if system_instructions else 0  # after the system message the SDK puts first
+            input, model_settings = _with_history(
+                history,
+                rest,
+                model_settings,
+                self._client,
+                lambda: HistorySplice("messages", at, history.encoded(how, self._encode_items)),
+            )
         # openai-agents 0.24: `stream_response` gets `(response, stream)` from here and iterates the stream.
-        fetched = await super()._fetch_response(*args, **kwargs)
+        fetched = await super()._fetch_response(system_instructions, input, model_settings, *args, **kwargs)
         if kwargs.get("stream") and isinstance(fetched, tuple):
             response, stream = fetched
             self._provider.cut = False
             return response, _FinishReasons(stream, self._provider)
         return fetched
+
+    def _encode_items(self, items: Sequence[dict[str, Any]]) -> bytes:
+        # As `_fetch_response` converts them (a group starts afresh for the converter: see `History.groups`).
+        messages = Converter.items_to_messages(
+            prepared(items),
+            model=self.model,
+            base_url=str(self._client.base_url),
+            should_replay_reasoning_content=self.should_replay_reasoning_content,
+            strict_feature_validation=self._strict_feature_validation,
+        )
+        return join(_to_dump_compatible(messages))
 
 
 class _RunTransport(httpx2.AsyncBaseTransport):
@@ -231,6 +301,8 @@ class LlmClients:
         self.connections = ModelConnections(
             timeout=httpx2.Timeout(settings.llm_stall_timeout_s, connect=CONNECT_TIMEOUT_S)
         )
+        self.history_cache: HistoryCache | None = HistoryCache() if settings.lean_stream else None
+        """Layer 1 rows as request JSON, for the lean path (`chinwag.llm.history`); None on the stock client's."""
         self._open_clients = 0
 
     @classmethod

@@ -18,6 +18,7 @@ from openai.types.shared import Reasoning
 
 from chinwag.config import Settings
 from chinwag.llm.catalog import ModelCatalog
+from chinwag.llm.history import HistoryCache
 from chinwag.observability.observer import NULL_OBSERVER, Observer
 from chinwag.schemas.sessions import Session
 from chinwag.services.file_context import FileContext
@@ -57,6 +58,12 @@ class LlmSource(Protocol):
     @property
     def catalog(self) -> ModelCatalog:
         """The one model catalog: which models are offered, and every model's context window."""
+        ...
+
+    @property
+    def history_cache(self) -> HistoryCache | None:
+        """Where the models of `run_provider` keep history rows as request JSON; None when they take the history
+        as plain items (`chinwag.llm.history`: only chinwag's own models on the lean client take a history item)."""
         ...
 
     def run_provider(self) -> AbstractAsyncContextManager[ModelProvider]: ...

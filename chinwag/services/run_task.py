@@ -284,6 +284,7 @@ class ChatRun:
                 summarize=self._summarize,
                 summary_overhead_tokens=counter.count_text(SUMMARY_INSTRUCTIONS) + SUMMARY_OVERHEAD_MARGIN,
                 images=inputs.images,
+                history_cache=self.deps.llm.history_cache,
             )
             new_input = self._new_input(inputs.image_parts)
             self._cap = self._output_cap(layer1, new_input)

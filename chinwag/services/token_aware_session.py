@@ -23,6 +23,7 @@ from agents import SessionSettings, TResponseInputItem
 
 from chinwag.db import context as db
 from chinwag.errors import NotFound
+from chinwag.llm.history import History, HistoryCache, history_item
 from chinwag.services.context_items import (
     INTERRUPTED_OUTPUT,
     SUMMARY_INSTRUCTIONS,
@@ -115,6 +116,9 @@ class ContextView:
     dropped_turns: int
     dropped_through_seq: int | None
     summarized_now: bool = False
+    item_rows: list[int | None] = dataclasses.field(default_factory=list)
+    """The Layer 1 row each of `items` is, unchanged (None: the summary, a cut turn, an item whose images were
+    loaded)."""
 
 
 class TokenAwareSession:
@@ -146,6 +150,7 @@ class TokenAwareSession:
         record_context_tokens: bool = True,
         defer_first_write: bool = False,
         images: ImageForms | None = None,
+        history_cache: HistoryCache | None = None,
     ) -> None:
         if context_window <= 0:
             raise ValueError("context_window must be positive")
@@ -182,6 +187,9 @@ class TokenAwareSession:
         saves just before its first model request): every other method, and the next `add_items`, waits for that
         write first and raises its error."""
         self._writing: asyncio.Task[None] | None = None
+        self.history_cache = history_cache
+        """With a cache (the lean path), `get_items()` answers the view as one history item whose rows go to the
+        model as JSON encoded once (`chinwag.llm.history`); without, the view's items."""
 
     @classmethod
     def open(
@@ -210,6 +218,7 @@ class TokenAwareSession:
         summarize: Summarize,
         summary_overhead_tokens: int,
         images: ImageForms | None = None,
+        history_cache: HistoryCache | None = None,
     ) -> TokenAwareSession:
         """Layer 1 as a chat run uses it: the history read while the run set up, the run's overhead known, the
         context size left for the run to record after it ends, and the run's input item written in the background
@@ -224,6 +233,7 @@ class TokenAwareSession:
             record_context_tokens=False,
             defer_first_write=True,
             images=images,
+            history_cache=history_cache,
         )
 
     @property
@@ -245,6 +255,9 @@ class TokenAwareSession:
             await self.flush()
             return await self.store.get_items(limit)
         view = await self.prepare()
+        if self.history_cache is not None:
+            history = History(items=view.items, rows=view.item_rows, cache=self.history_cache)
+            return [cast(TResponseInputItem, history_item(history))]
         return [cast(TResponseInputItem, item) for item in view.items]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
@@ -300,7 +313,11 @@ class TokenAwareSession:
             async with self.store.pool.acquire() as conn:
                 await db.set_context_tokens(conn, session_id=self.session_id, tokens=view.tokens)
         if self.images is not None:
-            view.items = await self.images.resolve(view.items)
+            stored = view.items
+            view.items = await self.images.resolve(stored)
+            if view.items is not stored:
+                pairs = zip(view.item_rows, view.items, stored, strict=True)
+                view.item_rows = [row if new is old else None for row, new, old in pairs]
         self.last_view = view
         return view
 
@@ -356,7 +373,10 @@ class TokenAwareSession:
 
         sent_rows = paired_items(row for turn in kept for row in turn.rows)
         items: list[Item] = [summary_item(sent_summary)] if sent_summary is not None else []
-        items.extend(canonical(row.item) for row in sent_rows)
+        item_rows: list[int | None] = [None] * len(items)
+        for row in sent_rows:
+            items.append(canonical(row.item))
+            item_rows.append(row.id)
         cut_tokens = 0
         if not kept and dropped:
             # Even the newest turn alone is over the budget (a huge answer): the model gets it cut to fit rather
@@ -364,6 +384,7 @@ class TokenAwareSession:
             newest = dropped.pop()
             cut = self._cut_to_fit([row.item for row in paired_items(newest.rows)], self.budget - summary_tokens)
             items.extend(cut)
+            item_rows.extend([None] * len(cut))
             cut_tokens = sum(self.store.counter.count_item(item) for item in cut)
         return ContextView(
             items=items,
@@ -378,6 +399,7 @@ class TokenAwareSession:
             dropped_turns=len(dropped),
             dropped_through_seq=dropped[-1].seq if dropped else None,
             summarized_now=summarized_now,
+            item_rows=item_rows,
         )
 
     async def repair(self) -> list[str]:

@@ -37,10 +37,12 @@ async def test_the_claim_writes_the_run_its_question_and_its_empty_answer(app_po
     session = await app_pool.fetchrow(
         "SELECT message_count, leaf_seq, active_run_id FROM sessions WHERE id = $1", session_id
     )
+    assert session is not None
     assert (session["message_count"], session["leaf_seq"], str(session["active_run_id"])) == (3, 3, run.id)
     stored = await app_pool.fetchrow(
         "SELECT status, user_message_id, assistant_message_id FROM runs WHERE id = $1", uuid.UUID(run.id)
     )
+    assert stored is not None
     assert stored["status"] == "running"
     assert (str(stored["user_message_id"]), str(stored["assistant_message_id"])) == (user.id, answer.id)
 

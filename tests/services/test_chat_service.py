@@ -44,6 +44,7 @@ class ScriptedLlm:
         self.model = model
         self.counter = WordCounter()
         self.catalog = catalog
+        self.history_cache = None  # the scripted model takes the history as plain items
         self.title = title
         self.prompts: list[str] = []
         self.providers_closed = 0
