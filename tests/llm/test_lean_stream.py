@@ -19,7 +19,7 @@ from openai import AsyncOpenAI
 from openai._streaming import SSEDecoder as StockDecoder
 from openai._utils import async_maybe_transform
 from openai._utils._transform import PropertyInfo
-from openai.types.chat import completion_create_params
+from openai.types.chat import ChatCompletionChunk, completion_create_params
 from openai.types.responses import response_create_params
 from openai.types.shared import Reasoning
 from typing_extensions import is_typeddict
@@ -359,6 +359,48 @@ def test_lean_clients_keep_the_stock_model_classes() -> None:
         counter=ApproximateCounter(),
     ).new_client()
     assert isinstance(azure, LeanAzureOpenAI)
+
+
+_CHUNKS = [
+    b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},'
+    b'"logprobs":null,"finish_reason":null}]}',
+    b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":'
+    b'{"reasoning_content":"Think.","reasoning":"Also.","thinking_blocks":[{"type":"thinking","thinking":"t"}],'
+    b'"annotations":[],"x_vendor":1},"finish_reason":null}]}',
+    b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":'
+    b'{"reasoning":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f",'
+    b'"arguments":""}}]},"finish_reason":null}]}',
+    b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":1,'
+    b'"completion_tokens":2,"total_tokens":3}}',
+]
+# What the SDK's chunk handler probes a delta for, and how (`hasattr` then truth, or `getattr` with a default).
+_PROBED = ("thinking_blocks", "reasoning_content", "reasoning", "annotations", "audio", "refusal", "content")
+
+
+@pytest.mark.parametrize("data", _CHUNKS)
+def test_a_lean_chunk_is_the_stock_chunk_field_by_field(data: bytes) -> None:
+    lean = LeanChatStream._validate(data)
+    stock = ChatCompletionChunk.model_validate_json(data, strict=True)
+    assert isinstance(lean, ChatCompletionChunk)
+
+    def unnamed(shape: Any) -> Any:  # `_shape` without the class names, which differ on purpose
+        if isinstance(shape, tuple) and len(shape) == 3 and isinstance(shape[0], str):
+            return (shape[1], unnamed(shape[2]))
+        if isinstance(shape, dict):
+            return {key: unnamed(item) for key, item in shape.items()}
+        if isinstance(shape, list):
+            return [unnamed(item) for item in shape]
+        return shape
+
+    assert unnamed(_shape(lean)) == unnamed(_shape(stock))
+    assert lean.model_dump() == stock.model_dump()
+    assert lean.model_dump_json() == stock.model_dump_json()
+    for lean_choice, stock_choice in zip(lean.choices, stock.choices, strict=True):
+        for name in _PROBED:
+            assert getattr(lean_choice.delta, name, None) == getattr(stock_choice.delta, name, None), name
+            assert bool(hasattr(lean_choice.delta, name) and getattr(lean_choice.delta, name)) == bool(
+                hasattr(stock_choice.delta, name) and getattr(stock_choice.delta, name)
+            ), name
 
 
 @pytest.fixture
