@@ -73,6 +73,39 @@ def test_sse_comments_event_names_multiline_data_and_fields() -> None:
     ]
 
 
+def test_sse_whole_event_reads_give_what_byte_by_byte_reads_give() -> None:
+    """The short paths (a read that is one whole `data:` event, or one whole `event:` + `data:` event) against the
+    general one, which a byte at a time always takes."""
+    reads = [
+        b": comment\n\n",
+        b'event: response.output_text.delta\ndata: {"delta":"Hi"}\n\n',
+        b"event: \ndata: {}\n\n",  # an empty name: the event has none
+        b"event: e\ndata:  two spaces\n\n",
+        b"event: e\nid: 3\n\n",  # no data: not dispatched, but the id stays
+        b"event: named\ndata: 1\n\n",
+        b"data: unnamed\n\n",
+        b"event: e\ndata:no-space\n\n",
+        b"event:no-space\ndata: y\n\n",
+        b"event: x\n",  # a name alone in one read, its data in the next
+        b"data: z\n\n",
+        b"event: e\r\ndata: crlf\r\n\r\n",
+    ]
+    whole = _parse(*reads)
+    assert _parse(*(b[i : i + 1] for b in reads for i in range(len(b)))) == whole
+    assert [(e.event, e.data) for e in whole] == [
+        ("response.output_text.delta", b'{"delta":"Hi"}'),
+        (None, b"{}"),
+        ("e", b" two spaces"),
+        ("named", b"1"),
+        (None, b"unnamed"),
+        ("e", b"no-space"),
+        ("no-space", b"y"),
+        ("x", b"z"),
+        ("e", b"crlf"),
+    ]
+    assert {e.id for e in whole[3:]} == {"3"}
+
+
 def test_sse_an_event_without_data_is_not_dispatched_unlike_the_stock_decoder() -> None:
     """The one place the lean parser parts from the stock stream on purpose: the spec drops an event that has no
     data (a lone `event:` or `retry:`); the client's decoder dispatches it, and its stream then fails on
