@@ -72,8 +72,8 @@ class SSEParser:
             if chunk.startswith(b"event: ") and chunk.count(b"\n") == 3:
                 name_end = chunk.index(b"\n")
                 if chunk.startswith(b"data: ", name_end + 1):
-                    name = chunk[7:name_end].decode("utf-8", "replace")
-                    event = ServerEvent(chunk[name_end + 7 : -2], name or None, self._id, self._retry)
+                    kind = chunk[7:name_end].decode("utf-8", "replace")
+                    event = ServerEvent(chunk[name_end + 7 : -2], kind or None, self._id, self._retry)
                     self._event = None
                     return [event]
         if self._skip_lf:
