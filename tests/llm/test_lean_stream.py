@@ -4,11 +4,13 @@ case of the fake server, on both APIs; its SSE framing; and its request body aga
 from __future__ import annotations
 
 import contextlib
+import gzip
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, get_args, get_type_hints
 
+import httpx2
 import openai
 import pydantic
 import pytest
@@ -434,6 +436,34 @@ def test_a_lean_chunk_is_the_stock_chunk_field_by_field(data: bytes) -> None:
             assert bool(hasattr(lean_choice.delta, name) and getattr(lean_choice.delta, name)) == bool(
                 hasattr(stock_choice.delta, name) and getattr(stock_choice.delta, name)
             ), name
+
+
+@pytest.mark.parametrize("coding", ["identity", "gzip", None, "read"])
+async def test_a_stream_is_read_whatever_its_content_coding(coding: str | None) -> None:
+    """Read raw when the body streams without a content coding, decoded when it has one, and as read when the
+    transport read it already."""
+    body = b"".join(b"data: " + chunk + b"\n\n" for chunk in _CHUNKS[:1] * 3) + b"data: [DONE]\n\n"
+    headers = {"content-type": "text/event-stream"}
+    if coding is not None and coding != "read":
+        headers["content-encoding"] = coding
+        if coding == "gzip":
+            body = gzip.compress(body)
+
+    async def parts() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 50):
+            yield body[start : start + 50]
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        # "read": a body the transport read whole already (as `MockTransport` does with bytes).
+        return httpx2.Response(200, headers=headers, content=body if coding == "read" else parts())
+
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(answer))
+    client = LeanOpenAI(api_key="k", base_url="http://model.test/v1", http_client=http)
+    async with contextlib.aclosing(http):
+        stream = await client.chat.completions.create(model="m", messages=[], stream=True)
+        assert isinstance(stream, LeanChatStream)
+        texts = [chunk.choices[0].delta.content async for chunk in stream]
+    assert texts == ["Hi"] * 3
 
 
 @pytest.fixture
