@@ -49,6 +49,7 @@ from openai.resources.chat import AsyncChat
 from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.responses import AsyncResponses
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from openai.types.responses import Response, ResponseStreamEvent
 
 from chinwag.llm.history import SPLICE_KEY, HistorySplice, dumps
@@ -171,7 +172,11 @@ class _LeanParsing:
         response = self.response
         timeouts, request_errors = timeout_exceptions(), request_exceptions()
         parser = SSEParser()
-        chunks = response.aiter_bytes()
+        # A body still streaming and sent without a content coding (as model streams are) is read raw: no decoder
+        # and no chunker between each read and the parser, one async generator fewer per chunk.
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        raw = encoding in ("", "identity") and not response.is_stream_consumed
+        chunks = response.aiter_raw() if raw else response.aiter_bytes()
         try:
             while True:
                 try:
@@ -213,8 +218,53 @@ class _LeanParsing:
         return validated
 
 
+def _extra(model: pydantic.BaseModel, name: str) -> Any:
+    extra = model.__pydantic_extra__
+    return extra.get(name) if extra else None
+
+
+class LeanChoiceDelta(ChoiceDelta):
+    """`ChoiceDelta` whose vendor attributes read as None when the chunk does not carry them.
+
+    Why: the SDK's chunk handler (openai-agents 0.24) probes every delta for attributes other providers send
+    (`thinking_blocks`, `reasoning_content`, `reasoning`, `annotations`) with `hasattr` / `getattr(..., None)`. On a
+    stock delta each absent one goes through pydantic's `__getattr__` and two raised `AttributeError`s, about 2 us
+    each: 8 us per text chunk, more than validating it. Here each is a property that returns the extra field when the
+    chunk has it and None when not, which is how the handler treats an absent one (it tests each for truth, or for a
+    `str`); `tests/llm/test_lean_stream.py` runs both against the stock stream. Fields, extras, `model_dump` are the
+    stock class's."""
+
+    @property
+    def thinking_blocks(self) -> Any:
+        return _extra(self, "thinking_blocks")
+
+    @property
+    def reasoning_content(self) -> Any:
+        return _extra(self, "reasoning_content")
+
+    @property
+    def reasoning(self) -> Any:
+        return _extra(self, "reasoning")
+
+    @property
+    def annotations(self) -> Any:
+        return _extra(self, "annotations")
+
+
+class LeanChoice(Choice):
+    """`Choice` with a `LeanChoiceDelta`."""
+
+    delta: LeanChoiceDelta
+
+
+class LeanChatCompletionChunk(ChatCompletionChunk):
+    """`ChatCompletionChunk` whose choices have `LeanChoiceDelta`s (see there)."""
+
+    choices: list[LeanChoice]  # type: ignore[assignment]
+
+
 def _validate_chat_chunk(data: bytes) -> ChatCompletionChunk:
-    return ChatCompletionChunk.model_validate_json(data, strict=True)
+    return LeanChatCompletionChunk.model_validate_json(data, strict=True)
 
 
 class LeanChatStream(AsyncStream[ChatCompletionChunk], _LeanParsing):
@@ -255,7 +305,7 @@ def warm_up(api: str) -> None:
     if api == "responses":
         _responses_event_adapter()
     else:
-        ChatCompletionChunk.model_rebuild()
+        LeanChatCompletionChunk.model_rebuild()
         with contextlib.suppress(pydantic.ValidationError):
             _validate_chat_chunk(b"{}")
 

@@ -57,18 +57,25 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[ServerEvent]:
         if not chunk:
             return []
-        # The shape nearly every read of a model stream has: one whole `data:` event, LF line ends, nothing pending.
+        # The shapes nearly every read of a model stream has: one whole `data:` event (Chat Completions), or one whole
+        # `event:` + `data:` event (Responses); LF line ends, nothing pending.
         if (
-            chunk.startswith(b"data: ")
-            and chunk.endswith(b"\n\n")
+            chunk.endswith(b"\n\n")
             and self._started
             and not (self._partial or self._data or self._skip_lf)
-            and chunk.count(b"\n") == 2
             and b"\r" not in chunk
         ):
-            event = ServerEvent(chunk[6:-2], self._event, self._id, self._retry)
-            self._event = None
-            return [event]
+            if chunk.startswith(b"data: ") and chunk.count(b"\n") == 2:
+                event = ServerEvent(chunk[6:-2], self._event, self._id, self._retry)
+                self._event = None
+                return [event]
+            if chunk.startswith(b"event: ") and chunk.count(b"\n") == 3:
+                name_end = chunk.index(b"\n")
+                if chunk.startswith(b"data: ", name_end + 1):
+                    kind = chunk[7:name_end].decode("utf-8", "replace")
+                    event = ServerEvent(chunk[name_end + 7 : -2], kind or None, self._id, self._retry)
+                    self._event = None
+                    return [event]
         if self._skip_lf:
             # The previous read ended in CR: an LF now is the second half of that CRLF, not a blank line.
             self._skip_lf = False

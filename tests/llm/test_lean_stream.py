@@ -4,11 +4,13 @@ case of the fake server, on both APIs; its SSE framing; and its request body aga
 from __future__ import annotations
 
 import contextlib
+import gzip
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, get_args, get_type_hints
 
+import httpx2
 import openai
 import pydantic
 import pytest
@@ -19,7 +21,7 @@ from openai import AsyncOpenAI
 from openai._streaming import SSEDecoder as StockDecoder
 from openai._utils import async_maybe_transform
 from openai._utils._transform import PropertyInfo
-from openai.types.chat import completion_create_params
+from openai.types.chat import ChatCompletionChunk, completion_create_params
 from openai.types.responses import response_create_params
 from openai.types.shared import Reasoning
 from typing_extensions import is_typeddict
@@ -71,6 +73,39 @@ def test_sse_comments_event_names_multiline_data_and_fields() -> None:
         ServerEvent(data=b"", id="7", retry=100),
         ServerEvent(data=b"no-space", id="7", retry=100),
     ]
+
+
+def test_sse_whole_event_reads_give_what_byte_by_byte_reads_give() -> None:
+    """The short paths (a read that is one whole `data:` event, or one whole `event:` + `data:` event) against the
+    general one, which a byte at a time always takes."""
+    reads = [
+        b": comment\n\n",
+        b'event: response.output_text.delta\ndata: {"delta":"Hi"}\n\n',
+        b"event: \ndata: {}\n\n",  # an empty name: the event has none
+        b"event: e\ndata:  two spaces\n\n",
+        b"event: e\nid: 3\n\n",  # no data: not dispatched, but the id stays
+        b"event: named\ndata: 1\n\n",
+        b"data: unnamed\n\n",
+        b"event: e\ndata:no-space\n\n",
+        b"event:no-space\ndata: y\n\n",
+        b"event: x\n",  # a name alone in one read, its data in the next
+        b"data: z\n\n",
+        b"event: e\r\ndata: crlf\r\n\r\n",
+    ]
+    whole = _parse(*reads)
+    assert _parse(*(b[i : i + 1] for b in reads for i in range(len(b)))) == whole
+    assert [(e.event, e.data) for e in whole] == [
+        ("response.output_text.delta", b'{"delta":"Hi"}'),
+        (None, b"{}"),
+        ("e", b" two spaces"),
+        ("named", b"1"),
+        (None, b"unnamed"),
+        ("e", b"no-space"),
+        ("no-space", b"y"),
+        ("x", b"z"),
+        ("e", b"crlf"),
+    ]
+    assert {e.id for e in whole[3:]} == {"3"}
 
 
 def test_sse_an_event_without_data_is_not_dispatched_unlike_the_stock_decoder() -> None:
@@ -359,6 +394,76 @@ def test_lean_clients_keep_the_stock_model_classes() -> None:
         counter=ApproximateCounter(),
     ).new_client()
     assert isinstance(azure, LeanAzureOpenAI)
+
+
+_CHUNKS = [
+    b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},'
+    b'"logprobs":null,"finish_reason":null}]}',
+    b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":'
+    b'{"reasoning_content":"Think.","reasoning":"Also.","thinking_blocks":[{"type":"thinking","thinking":"t"}],'
+    b'"annotations":[],"x_vendor":1},"finish_reason":null}]}',
+    b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":'
+    b'{"reasoning":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f",'
+    b'"arguments":""}}]},"finish_reason":null}]}',
+    b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":1,'
+    b'"completion_tokens":2,"total_tokens":3}}',
+]
+# What the SDK's chunk handler probes a delta for, and how (`hasattr` then truth, or `getattr` with a default).
+_PROBED = ("thinking_blocks", "reasoning_content", "reasoning", "annotations", "audio", "refusal", "content")
+
+
+@pytest.mark.parametrize("data", _CHUNKS)
+def test_a_lean_chunk_is_the_stock_chunk_field_by_field(data: bytes) -> None:
+    lean = LeanChatStream._validate(data)
+    stock = ChatCompletionChunk.model_validate_json(data, strict=True)
+    assert isinstance(lean, ChatCompletionChunk)
+
+    def unnamed(shape: Any) -> Any:  # `_shape` without the class names, which differ on purpose
+        if isinstance(shape, tuple) and len(shape) == 3 and isinstance(shape[0], str):
+            return (shape[1], unnamed(shape[2]))
+        if isinstance(shape, dict):
+            return {key: unnamed(item) for key, item in shape.items()}
+        if isinstance(shape, list):
+            return [unnamed(item) for item in shape]
+        return shape
+
+    assert unnamed(_shape(lean)) == unnamed(_shape(stock))
+    assert lean.model_dump() == stock.model_dump()
+    assert lean.model_dump_json() == stock.model_dump_json()
+    for lean_choice, stock_choice in zip(lean.choices, stock.choices, strict=True):
+        for name in _PROBED:
+            assert getattr(lean_choice.delta, name, None) == getattr(stock_choice.delta, name, None), name
+            assert bool(hasattr(lean_choice.delta, name) and getattr(lean_choice.delta, name)) == bool(
+                hasattr(stock_choice.delta, name) and getattr(stock_choice.delta, name)
+            ), name
+
+
+@pytest.mark.parametrize("coding", ["identity", "gzip", None, "read"])
+async def test_a_stream_is_read_whatever_its_content_coding(coding: str | None) -> None:
+    """Read raw when the body streams without a content coding, decoded when it has one, and as read when the
+    transport read it already."""
+    body = b"".join(b"data: " + chunk + b"\n\n" for chunk in _CHUNKS[:1] * 3) + b"data: [DONE]\n\n"
+    headers = {"content-type": "text/event-stream"}
+    if coding is not None and coding != "read":
+        headers["content-encoding"] = coding
+        if coding == "gzip":
+            body = gzip.compress(body)
+
+    async def parts() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 50):
+            yield body[start : start + 50]
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        # "read": a body the transport read whole already (as `MockTransport` does with bytes).
+        return httpx2.Response(200, headers=headers, content=body if coding == "read" else parts())
+
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(answer))
+    client = LeanOpenAI(api_key="k", base_url="http://model.test/v1", http_client=http)
+    async with contextlib.aclosing(http):
+        stream = await client.chat.completions.create(model="m", messages=[], stream=True)
+        assert isinstance(stream, LeanChatStream)
+        texts = [chunk.choices[0].delta.content async for chunk in stream]
+    assert texts == ["Hi"] * 3
 
 
 @pytest.fixture
