@@ -1,13 +1,13 @@
 """One chat run, from `assistant_start` to `assistant_end`: the task the server owns (not the socket).
 
-It builds the agent, streams `Runner.run_streamed`, turns each SDK event into at most one wire event, checkpoints
-the answer at most about once a second, and at the end persists the assistant message, the tool messages, usage and
-context size BEFORE it sends `assistant_end` (`RunWriter`). An interrupt (from any socket, through the bus) cancels
+It builds the agent, streams `Runner.run_streamed` (its events become wire events and the run's state in
+`run_stream.py`), and at the end persists the assistant message, the tool messages, usage and context size BEFORE it
+sends `assistant_end` (`RunWriter`). An interrupt (from any socket, through the bus) cancels
 the SDK run at once; the partial text is kept as `interrupted`, every open tool gets `tool_done ok:false`, and
 Layer 1 gets the partial answer (a tool call without output is never sent to a model: Layer 1 pairs them).
 
-`ChatService._start` makes a run with everything it needs (its channel, user message, interrupts) only once the run
-slot is claimed; the run then owns them until its end.
+`ChatService._start` makes a run with everything it needs (its channel, user and assistant messages, interrupts, the
+reads begun with the claim) only once the run slot is claimed; the run then owns them until its end.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from typing import Any, NamedTuple
 
 import openai
@@ -26,7 +25,7 @@ from agents.models.interface import ModelProvider
 from chinwag.db import context as context_db
 from chinwag.observability.context import run_id_var
 from chinwag.observability.observer import RunObservation
-from chinwag.schemas.messages import Message, ToolCall
+from chinwag.schemas.messages import Message
 from chinwag.schemas.sessions import Session, TokenUsage
 from chinwag.services.agent_builder import (
     McpToolsLike,
@@ -37,24 +36,17 @@ from chinwag.services.agent_builder import (
 )
 from chinwag.services.postgres_session import PostgresSession
 from chinwag.services.run_events import (
-    ModelTurnCut,
-    ModelTurnEnded,
-    ModelTurnStarted,
-    ReasoningDelta,
-    ToolFinished,
-    ToolStarted,
     classify_error,
-    map_stream_event,
     provider_message,
 )
 from chinwag.services.run_inputs import RunInputs, settle
 from chinwag.services.run_state import (
-    OpenTool,
     RunState,
     keep_partial_turn,
     next_context_tokens,
     unfinished_turn_usage,
 )
+from chinwag.services.run_stream import RunStream, close_tool
 from chinwag.services.run_writer import RunWriter
 from chinwag.services.session_service import SessionService
 from chinwag.services.titles import name_session
@@ -72,16 +64,12 @@ from chinwag.websocket.events import (
     ErrorCode,
     FinishReason,
     RunError,
-    ToolDone,
-    ToolStart,
     Usage,
 )
 from chinwag.websocket.runs import RunChannel
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_EVERY_S = 1.0
-PARAGRAPH_BREAK = "\n\n"
 OUTPUT_MARGIN_TOKENS = 16
 """Kept free besides the answer: offline counts differ a little from the provider's."""
 INTERRUPTED_TOOL_OUTPUT = "interrupted"
@@ -323,7 +311,16 @@ class ChatRun:
         if self.interrupted.is_set():
             result.cancel("immediate")
         try:
-            await self._consume(result, tools)
+            await RunStream(
+                state=self.state,
+                channel=self.channel,
+                writer=self.writer,
+                answer_id=self.assistant_message_id,
+                tools=tools,
+                interrupted=self.interrupted,
+                observed=self._observed,
+                output_cap=self._cap,
+            ).consume(result)
         finally:
             usage = result.context_wrapper.usage
             self.state.usage = TokenUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
@@ -367,67 +364,6 @@ class ChatRun:
         self._retried = True
         return view is not None and len(view.items) > 0
 
-    async def _consume(self, result: RunResultStreaming, tools: McpToolsLike) -> None:
-        last_checkpoint = time.monotonic()
-        state = self.state
-        async for event in result.stream_events():
-            if self.interrupted.is_set():
-                break
-            mapped = map_stream_event(event)
-            if mapped is None:
-                continue
-            if isinstance(mapped, ReasoningDelta):
-                state.reasoning_parts.append(mapped.delta)
-                await self.channel.emit_reasoning(mapped.delta)
-            elif isinstance(mapped, str):
-                if state.turn_start and state.turn_start == len(state.parts) and state.parts:
-                    # A new model response after tool calls: its text starts a new paragraph, in the stream and the
-                    # history alike, rather than running into the text before the calls.
-                    mapped = PARAGRAPH_BREAK + mapped
-                if not state.parts and self._observed is not None:
-                    self._observed.first_text()
-                state.parts.append(mapped)
-                await self.channel.emit_text(mapped)
-                now = time.monotonic()
-                if now - last_checkpoint >= CHECKPOINT_EVERY_S:
-                    last_checkpoint = now
-                    await self.writer.checkpoint(self.assistant_message_id, state.text, reasoning=state.reasoning)
-            elif isinstance(mapped, ModelTurnStarted | ModelTurnEnded):
-                state.turn_start = len(state.parts)
-                if isinstance(mapped, ModelTurnEnded) and mapped.output_tokens is not None:
-                    state.cut = mapped.output_tokens >= self._cap
-            elif isinstance(mapped, ModelTurnCut):
-                state.cut = True
-            elif isinstance(mapped, ToolStarted):
-                if mapped.call_id in state.open_tools:
-                    continue  # announced once
-                state.open_tools[mapped.call_id] = OpenTool(name=mapped.name, arguments=mapped.arguments)
-                state.tools_started += 1
-                await self.channel.emit(
-                    ToolStart(
-                        call_id=mapped.call_id,
-                        name=mapped.name,
-                        arguments=mapped.arguments,
-                        server=tools.server_of(mapped.name),
-                    )
-                )
-            elif isinstance(mapped, ToolFinished):
-                tool = state.open_tools.pop(mapped.call_id, None)
-                if tool is not None:
-                    await self._close_tool(
-                        mapped.call_id, tool, output=mapped.output, ok=not tools.failed(mapped.call_id)
-                    )
-
-    async def _close_tool(
-        self, call_id: str, tool: OpenTool, *, output: str, ok: bool, interrupted: bool = False
-    ) -> None:
-        call = ToolCall(call_id=call_id, name=tool.name, arguments=tool.arguments, output=output, ok=ok)
-        try:
-            await self.writer.tool_message(call, interrupted=interrupted)
-        finally:
-            # A client never sees a tool left open, stored or not.
-            await self.channel.emit(ToolDone(call_id=call_id, name=tool.name, output=output, ok=ok))
-
     # --- the end
 
     async def _finish(self, finish: FinishReason, error: tuple[ErrorCode, str, bool] | None) -> None:
@@ -450,7 +386,9 @@ class ChatRun:
                 logger.exception("run %s: could not store its input in the model's context", self.run_id)
         for call_id, tool in list(state.open_tools.items()):
             try:
-                await self._close_tool(call_id, tool, output=INTERRUPTED_TOOL_OUTPUT, ok=False, interrupted=True)
+                await close_tool(
+                    self.writer, self.channel, call_id, tool, output=INTERRUPTED_TOOL_OUTPUT, ok=False, interrupted=True
+                )
             except Exception:
                 logger.exception("run %s: could not store tool call %s", self.run_id, call_id)
                 stored = False
@@ -461,7 +399,7 @@ class ChatRun:
             self._count_unfinished_turn()
         if not stored:
             finish, error = "error", error or _STORE_ERROR
-        if self.assistant_message_id and not await self.writer.answer(
+        if not await self.writer.answer(
             self.assistant_message_id, text=state.text, finish=finish, usage=state.usage, reasoning=state.reasoning
         ):
             stored = False
@@ -469,26 +407,24 @@ class ChatRun:
         context_tokens = await self._context_tokens(finish) if not self.writer.down else None
         await self.writer.usage(state.usage, context_tokens=context_tokens)
         # The slot is free before `assistant_end` goes out: a client may send its next message right away.
-        assistant_id = self.assistant_message_id or None
-        if not await self.writer.release_slot(finish, assistant_message_id=assistant_id):
+        if not await self.writer.release_slot(finish, assistant_message_id=self.assistant_message_id):
             stored = False
         if not stored:
             self.writer.keep_for_later(
-                assistant_message_id=assistant_id, text=state.text, finish=finish, usage=state.usage
+                assistant_message_id=self.assistant_message_id, text=state.text, finish=finish, usage=state.usage
             )
         if error is not None:
             code, message, retryable = error
             await self.channel.emit(RunError(code=code, message=message, retryable=retryable))
-        if self.assistant_message_id:
-            tokens = context_tokens if context_tokens is not None else self.session.context.tokens
-            await self.channel.emit(
-                AssistantEnd(
-                    message_id=self.assistant_message_id,
-                    finish_reason=finish,
-                    usage=Usage(**state.usage.model_dump()),
-                    context=ContextSize(tokens=tokens, limit=self.window),
-                )
+        tokens = context_tokens if context_tokens is not None else self.session.context.tokens
+        await self.channel.emit(
+            AssistantEnd(
+                message_id=self.assistant_message_id,
+                finish_reason=finish,
+                usage=Usage(**state.usage.model_dump()),
+                context=ContextSize(tokens=tokens, limit=self.window),
             )
+        )
 
     async def _keep_partial_answer(self) -> None:
         if self._layer1 is not None:
