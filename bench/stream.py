@@ -334,7 +334,7 @@ def table(r: Results, opts: Options) -> str:
         turn_ratio = r.turn.ratio(late, early)
         rows.append(
             (
-                f"(g) server CPU per message as the session grows (mean of the {opts.turn_sample} messages up to each"
+                f"(g) server CPU per message as the session grows (median of the {opts.turn_sample} messages up to each"
                 " turn; 20-token answers)",
                 at_turns + (f" ({r.turn.incomplete} incomplete)" if r.turn.incomplete else ""),
                 "-",
@@ -442,7 +442,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--long-tokens", type=int, default=500)
     parser.add_argument("--apis", default=",".join(APIS), help="model APIs to measure, in turn")
     parser.add_argument("--turns", default="10,150", help="turns of one session whose CPU per message is compared")
-    parser.add_argument("--turn-sample", type=int, default=5, help="messages averaged for each of those turns")
+    parser.add_argument(
+        "--turn-sample", type=int, default=5, help="messages whose median is taken for each of those turns"
+    )
     args = parser.parse_args(argv)
     opts = Options(
         cpu_streams=args.cpu_streams,
