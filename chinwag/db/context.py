@@ -5,27 +5,89 @@ Rows leave this module as `ContextRow` / `ContextState`, never as `asyncpg.Recor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 
-@dataclass(frozen=True, slots=True)
 class ContextRow:
-    """One SDK input item as stored, with its token count and the turn it belongs to."""
+    """One SDK input item as stored, with its token count and the turn it belongs to.
 
-    id: int
-    item: dict[str, Any]
-    tokens: int
-    turn_seq: int | None
-    message_seq: int | None = None
-    """The Layer 2 message the item belongs to (the user message for the user's input, the run's assistant message
-    for what the run produced): the item is in the model's view while that message is on the active branch."""
-    exact: bool = False
-    """`tokens` is the provider's count (calibrated from a run's usage), not an offline estimate."""
+    A row read for the model's view (`unsummarized`) comes with its item as the JSON text PostgreSQL sent and the
+    facts grouping needs (`role`, `call_id`, `output_id`), selected in SQL: its item is decoded only when something
+    reads it (`item`), so a row whose request JSON is cached (`chinwag.llm.history`) costs no JSON decode at all.
+    """
+
+    __slots__ = ("_item", "_raw", "call_id", "exact", "id", "message_seq", "output_id", "role", "tokens", "turn_seq")
+
+    def __init__(
+        self,
+        id: int,
+        item: dict[str, Any] | None = None,
+        tokens: int = 0,
+        turn_seq: int | None = None,
+        message_seq: int | None = None,
+        exact: bool = False,
+        *,
+        raw: str | None = None,
+        facts: tuple[str | None, str | None, str | None] | None = None,
+    ) -> None:
+        if (item is None) == (raw is None):
+            raise TypeError("a ContextRow needs its item or its raw JSON, not both")
+        self.id = id
+        self.tokens = tokens
+        self.turn_seq = turn_seq
+        self.message_seq = message_seq
+        """The Layer 2 message the item belongs to (the user message for the user's input, the run's assistant
+        message for what the run produced): the item is in the model's view while that message is on the active
+        branch."""
+        self.exact = exact
+        """`tokens` is the provider's count (calibrated from a run's usage), not an offline estimate."""
+        self._item = item
+        self._raw = raw
+        role, call_id, output_id = facts if facts is not None else item_facts(item or {})
+        self.role = role
+        """The role of a message item (`type` "message" or absent, `role` a string); None for any other item."""
+        self.call_id = call_id
+        """The call id of a tool call that expects an output (`call_id_of_call`)."""
+        self.output_id = output_id
+        """The call id a tool output answers (`call_id_of_output`)."""
+
+    @property
+    def item(self) -> dict[str, Any]:
+        item = self._item
+        if item is None:
+            item = self._item = orjson.loads(self._raw or "null")
+            self._raw = None
+        return item
+
+    @property
+    def raw(self) -> str | None:
+        """The item's JSON text as read, while it has not been decoded."""
+        return self._raw
+
+    def with_tokens(self, tokens: int) -> ContextRow:
+        """The same row with a count made exact."""
+        if self._item is not None:
+            return ContextRow(self.id, self._item, tokens, self.turn_seq, self.message_seq, True)
+        facts = (self.role, self.call_id, self.output_id)
+        return ContextRow(self.id, None, tokens, self.turn_seq, self.message_seq, True, raw=self._raw, facts=facts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ContextRow):
+            return NotImplemented
+        mine = (self.id, self.tokens, self.turn_seq, self.message_seq, self.exact)
+        theirs = (other.id, other.tokens, other.turn_seq, other.message_seq, other.exact)
+        return mine == theirs and self.item == other.item
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ContextRow(id={self.id!r}, tokens={self.tokens!r}, turn_seq={self.turn_seq!r}, role={self.role!r})"
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ContextRow:
@@ -37,6 +99,21 @@ class ContextRow:
             message_seq=row["message_seq"],
             exact=row["tokens_exact"],
         )
+
+
+def item_facts(item: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """`(role, call id of a call, call id of an output)` of an item, as `_FACTS` selects them in SQL."""
+    kind = item.get("type", "message")
+    role = item.get("role")
+    call_id = item.get("call_id")
+    if kind == "message" and isinstance(role, str):
+        return role, None, None
+    if isinstance(kind, str) and isinstance(call_id, str):
+        if kind.endswith("_call"):
+            return None, call_id, None
+        if kind.endswith("_call_output"):
+            return None, None, call_id
+    return None, None, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +152,15 @@ ON_BRANCH = (
     "NOT EXISTS (SELECT 1 FROM messages m WHERE m.session_id = s.id AND NOT m.on_branch AND m.seq ="
     " coalesce(i.message_seq, i.turn_seq + CASE WHEN i.item->>'role' = 'user'"
     " AND coalesce(i.item->>'type', 'message') = 'message' THEN 0 ELSE 1 END))"
+)
+# `item_facts` in SQL: the role of a message, the call id of a call, the call id of an output.
+_FACTS = (
+    "CASE WHEN coalesce(i.item->'type', '\"message\"') = '\"message\"' AND jsonb_typeof(i.item->'role') = 'string'"
+    " THEN i.item->>'role' END AS role,"
+    " CASE WHEN jsonb_typeof(i.item->'call_id') = 'string' AND jsonb_typeof(i.item->'type') = 'string'"
+    " AND i.item->>'type' LIKE '%\\_call' THEN i.item->>'call_id' END AS call_id,"
+    " CASE WHEN jsonb_typeof(i.item->'call_id') = 'string' AND jsonb_typeof(i.item->'type') = 'string'"
+    " AND i.item->>'type' LIKE '%\\_call\\_output' THEN i.item->>'call_id' END AS output_id"
 )
 _STATE = "model, summary, summarized_through_seq, context_tokens, summary_failed_through_seq"
 
@@ -229,10 +315,10 @@ async def unsummarized(conn: Conn, *, session_id: str) -> tuple[ContextState, li
     in one statement: one round trip, one snapshot. None if the session does not exist."""
     records = await conn.fetch(
         "SELECT s.model, s.summary, s.summarized_through_seq, s.context_tokens, s.summary_failed_through_seq,"
-        " i.id, i.item, i.tokens, i.turn_seq, i.message_seq, i.tokens_exact"
+        " i.id, i.raw, i.tokens, i.turn_seq, i.message_seq, i.tokens_exact, i.role, i.call_id, i.output_id"
         " FROM sessions s LEFT JOIN LATERAL ("
-        " SELECT i.id, i.item, i.tokens, i.turn_seq, i.message_seq, i.tokens_exact FROM llm_context i"
-        " WHERE i.session_id = s.id"
+        " SELECT i.id, i.item::text AS raw, i.tokens, i.turn_seq, i.message_seq, i.tokens_exact, " + _FACTS + ""
+        " FROM llm_context i WHERE i.session_id = s.id"
         " AND (s.summarized_through_seq IS NULL OR i.turn_seq IS NULL OR i.turn_seq > s.summarized_through_seq)"
         " AND " + ON_BRANCH + ") i ON true"
         " WHERE s.id = $1 ORDER BY i.id",
@@ -240,7 +326,13 @@ async def unsummarized(conn: Conn, *, session_id: str) -> tuple[ContextState, li
     )
     if not records:
         return None
-    rows = [ContextRow.from_record(r) for r in records if r["id"] is not None]
+    # The items stay JSON text (decoded when read: most are in the history cache already); grouping and fitting
+    # use the facts selected beside them.
+    rows = [
+        ContextRow(r[5], None, r[7], r[8], r[9], r[10], raw=r[6], facts=(r[11], r[12], r[13]))
+        for r in records
+        if r[5] is not None
+    ]
     return ContextState.from_record(records[0]), rows
 
 

@@ -215,16 +215,18 @@ def group_turns(rows: Sequence[ContextRow]) -> list[Turn]:
     that every tool call sits in the same turn as its output."""
     turns: list[Turn] = []
     for row in rows:
-        if not turns or is_user_message(row.item) or row.turn_seq != turns[-1].rows[-1].turn_seq:
+        if not turns or row.role == "user" or row.turn_seq != turns[-1].rows[-1].turn_seq:
             turns.append(Turn())
         turns[-1].rows.append(row)
 
+    # (Grouping reads the facts a row carries, never its item: an old row's JSON is not decoded for it.)
     output_turn: dict[str, int] = {}
     for index, turn in enumerate(turns):
         for row in turn.rows:
-            call_id = call_id_of_output(row.item)
-            if call_id is not None:
-                output_turn[call_id] = index
+            if row.output_id is not None:
+                output_turn[row.output_id] = index
+    if not output_turn:
+        return turns  # no tool output: nothing to merge
     merged: list[Turn] = []
     index = 0
     while index < len(turns):
@@ -233,7 +235,7 @@ def group_turns(rows: Sequence[ContextRow]) -> list[Turn]:
         scan = index
         while scan <= end:
             for row in turns[scan].rows:
-                call_id = call_id_of_call(row.item)
+                call_id = row.call_id
                 if call_id is not None and output_turn.get(call_id, -1) > end:
                     end = output_turn[call_id]
             scan += 1
@@ -247,15 +249,12 @@ def group_turns(rows: Sequence[ContextRow]) -> list[Turn]:
 def paired_items(rows: Iterable[ContextRow]) -> list[ContextRow]:
     """Rows without any tool call lacking its output or output lacking its call (never sent to a model)."""
     rows = list(rows)
-    calls = {cid for r in rows if (cid := call_id_of_call(r.item)) is not None}
-    outputs = {cid for r in rows if (cid := call_id_of_output(r.item)) is not None}
-    kept = []
-    for row in rows:
-        call_id = call_id_of_call(row.item)
-        if call_id is not None and call_id not in outputs:
-            continue
-        call_id = call_id_of_output(row.item)
-        if call_id is not None and call_id not in calls:
-            continue
-        kept.append(row)
-    return kept
+    calls = {r.call_id for r in rows if r.call_id is not None}
+    outputs = {r.output_id for r in rows if r.output_id is not None}
+    if calls == outputs:
+        return rows
+    return [
+        row
+        for row in rows
+        if (row.call_id is None or row.call_id in outputs) and (row.output_id is None or row.output_id in calls)
+    ]

@@ -619,7 +619,7 @@ def _merged(
     """The history as stored now: the rows read before the run and the run's own, with the counts just written."""
     known = {r.id for r in history}
     rows = history + [r for r in run_rows if r.id not in known]
-    return [dataclasses.replace(r, tokens=updates[r.id], exact=True) if r.id in updates else r for r in rows]
+    return [r.with_tokens(updates[r.id]) if r.id in updates else r for r in rows]
 
 
 def _is_model_output(item: Item) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
@@ -119,7 +118,6 @@ async def test_0007_makes_existing_sessions_one_branch_without_rewriting_message
             await branches_db.set_leaf(conn, session_id=sid, leaf=3)
         found = await context_db.unsummarized(conn, session_id=str(sid))
         assert found is not None
-        # A bare connection has no JSON codec (the app's pool does): items come back as JSON text.
-        assert [json.loads(str(row.item))["content"] for row in found[1]] == ["m1", "m2", "m3"]
+        assert [row.item["content"] for row in found[1]] == ["m1", "m2", "m3"]
     finally:
         await conn.close()
