@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 from agents.models.fake_id import FAKE_RESPONSES_ID
@@ -70,51 +70,105 @@ class HistoryCache:
         return made
 
 
+class StoredItem(Protocol):
+    """A Layer 1 row sent as stored (`chinwag.db.context.ContextRow`): its id, the role of a message (None for any
+    other item), and its item, decoded when read."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def role(self) -> str | None: ...
+
+    @property
+    def item(self) -> Item: ...
+
+
+_FRESH_ROLES = frozenset(("user", "system", "developer"))
+
+
 @dataclass(frozen=True)
 class _Group:
-    items: tuple[Item, ...]
+    values: tuple[Item | StoredItem, ...]
     rows: tuple[int, ...] | None
     """The ids of the stored rows the items are, unchanged; None when one of them is not a stored row as stored
     (the summary, a cut turn, an item whose images were loaded): such a group is converted again each time."""
 
 
-@dataclass(eq=False)
 class History:
-    """The items a run's model calls get as history (`items`), with the Layer 1 row of each (`rows`: an id, or
-    None for an item that is not a stored row as stored). Built once per run; not iterable on purpose (the SDK
-    must not walk into it)."""
+    """The items a run's model calls get as history, with the Layer 1 row of each. Built once per run; not iterable
+    on purpose (the SDK must not walk into it).
 
-    items: list[Item]
-    rows: list[int | None]
-    cache: HistoryCache
-    _groups: list[_Group] | None = field(default=None, repr=False)
-    _keys: frozenset[str] | None = field(default=None, repr=False)
-    _duplicates: bool = field(default=False, repr=False)
+    Given as `items` with `rows` (an id, or None for an item that is not a stored row as stored), or as `sources`:
+    items and stored rows (`StoredItem`), whose items are read (decoded, then `canonical`) only when their group is
+    not in the cache, so an old row costs a request nothing but a look-up."""
+
+    def __init__(
+        self,
+        *,
+        cache: HistoryCache,
+        items: list[Item] | None = None,
+        rows: list[int | None] | None = None,
+        sources: Sequence[Item | StoredItem] | None = None,
+        canonical: Callable[[Item], Item] = lambda item: item,
+    ) -> None:
+        self.cache = cache
+        self._canonical = canonical
+        if sources is not None:
+            self._values: list[Item | StoredItem] = list(sources)
+            self._ids = [None if isinstance(v, dict) else v.id for v in self._values]
+        else:
+            self._values = list(items or [])
+            self._ids = list(rows) if rows is not None else [None] * len(self._values)
+        self._items: list[Item] | None = None
+        self._groups: list[_Group] | None = None
+        self._keys: frozenset[str] | None = None
+        self._duplicates = False
+
+    def _item(self, value: Item | StoredItem) -> Item:
+        return value if isinstance(value, dict) else self._canonical(value.item)
+
+    @property
+    def items(self) -> list[Item]:
+        """Every item as sent (each stored row's item decoded)."""
+        if self._items is None:
+            self._items = [self._item(value) for value in self._values]
+        return self._items
+
+    @property
+    def rows(self) -> list[int | None]:
+        return self._ids
 
     def groups(self) -> list[_Group]:
         """The items split before each user or system message: the Chat Completions converter starts afresh at
         those, so converting the groups one by one gives what converting the whole list does."""
         if self._groups is None:
             groups: list[_Group] = []
-            items: list[Item] = []
+            values: list[Item | StoredItem] = []
             rows: list[int] | None = []
             keys: set[str] = set()
             duplicates = False
-            for item, row in zip(self.items, self.rows, strict=True):
-                if items and starts_afresh(item):
-                    groups.append(_Group(tuple(items), tuple(rows) if rows is not None else None))
-                    items, rows = [], []
-                items.append(item)
+            for value, row in zip(self._values, self._ids, strict=True):
+                if isinstance(value, dict):
+                    fresh, key = starts_afresh(value), identity_key(value)
+                else:
+                    # A stored message's role is known without its item; only other items are read for their keys.
+                    role = value.role
+                    fresh = role in _FRESH_ROLES
+                    key = None if role is not None else identity_key(value.item)
+                if values and fresh:
+                    groups.append(_Group(tuple(values), tuple(rows) if rows is not None else None))
+                    values, rows = [], []
+                values.append(value)
                 if rows is not None and row is not None:
                     rows.append(row)
                 else:
                     rows = None
-                key = identity_key(item)
                 if key is not None:
                     duplicates = duplicates or key in keys
                     keys.add(key)
-            if items:
-                groups.append(_Group(tuple(items), tuple(rows) if rows is not None else None))
+            if values:
+                groups.append(_Group(tuple(values), tuple(rows) if rows is not None else None))
             self._groups, self._keys, self._duplicates = groups, frozenset(keys), duplicates
         return self._groups
 
@@ -125,21 +179,28 @@ class History:
         self.groups()
         if self._duplicates:
             return False
-        if rest and self.items:
+        if rest and self._values:
             first = rest[0]
-            if not (isinstance(first, Mapping) and starts_afresh(first)) and not _is_user_message(self.items[-1]):
+            if not (isinstance(first, Mapping) and starts_afresh(first)) and not self._ends_with_user_message():
                 return False
         keys = self._keys or frozenset()
         return not any(isinstance(item, Mapping) and identity_key(item) in keys for item in rest)
+
+    def _ends_with_user_message(self) -> bool:
+        last = self._values[-1]
+        return _is_user_message(last) if isinstance(last, dict) else last.role == "user"
 
     def encoded(self, how: Hashable, encode: Encode) -> list[bytes]:
         """The history's groups as request JSON, each encoded once per `how` while its rows stay cached."""
         parts: list[bytes] = []
         for group in self.groups():
             if group.rows is None:
-                made = encode(group.items)
+                made = encode([self._item(value) for value in group.values])
             else:
-                made = self.cache.get((how, group.rows), lambda group=group: encode(group.items))  # type: ignore[misc]
+                made = self.cache.get(
+                    (how, group.rows),
+                    lambda group=group: encode([self._item(value) for value in group.values]),  # type: ignore[misc]
+                )
             if made:
                 parts.append(made)
         return parts

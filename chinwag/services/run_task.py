@@ -362,7 +362,7 @@ class ChatRun:
         if self._retried or self.interrupted.is_set() or self.state.parts or self.state.tools_started:
             return False
         self._retried = True
-        return view is not None and len(view.items) > 0
+        return view is not None and len(view.sources) > 0
 
     # --- the end
 

@@ -38,6 +38,7 @@ from chinwag.services.context_items import (
     summary_item,
     summary_prompt,
 )
+from chinwag.services.images import REFERENCE_PREFIX
 from chinwag.services.postgres_session import ItemCounter, PostgresSession
 
 __all__ = [
@@ -104,7 +105,9 @@ def default_reserve(context_window: int) -> int:
 class ContextView:
     """What the model sees next turn, and what was kept, dropped and summarized to get there."""
 
-    items: list[Item]
+    sources: list[Item | db.ContextRow]
+    """What the model gets, in order: each a stored row sent as stored (its item read only when needed), or an
+    item made for this view (the summary, a cut turn, an item whose images were loaded)."""
     tokens: int
     limit: int
     budget: int
@@ -116,9 +119,24 @@ class ContextView:
     dropped_turns: int
     dropped_through_seq: int | None
     summarized_now: bool = False
-    item_rows: list[int | None] = dataclasses.field(default_factory=list)
-    """The Layer 1 row each of `items` is, unchanged (None: the summary, a cut turn, an item whose images were
-    loaded)."""
+    turns: list[Turn] = dataclasses.field(default_factory=list, repr=False)
+    """The turns the history was grouped into (before any was dropped), for `record_usage` to fit the next view
+    from without grouping again."""
+
+    @property
+    def items(self) -> list[Item]:
+        """What the model gets, as items (each stored row's item decoded, in the typed shape)."""
+        return [self.items_at(i) for i in range(len(self.sources))]
+
+    def items_at(self, index: int) -> Item:
+        source = self.sources[index]
+        return source if isinstance(source, dict) else canonical(source.item)
+
+    @property
+    def item_rows(self) -> list[int | None]:
+        """The Layer 1 row each of `items` is, unchanged (None: the summary, a cut turn, an item whose images were
+        loaded)."""
+        return [None if isinstance(source, dict) else source.id for source in self.sources]
 
 
 class TokenAwareSession:
@@ -256,7 +274,7 @@ class TokenAwareSession:
             return await self.store.get_items(limit)
         view = await self.prepare()
         if self.history_cache is not None:
-            history = History(items=view.items, rows=view.item_rows, cache=self.history_cache)
+            history = History(sources=view.sources, cache=self.history_cache, canonical=canonical)
             return [cast(TResponseInputItem, history_item(history))]
         return [cast(TResponseInputItem, item) for item in view.items]
 
@@ -313,11 +331,13 @@ class TokenAwareSession:
             async with self.store.pool.acquire() as conn:
                 await db.set_context_tokens(conn, session_id=self.session_id, tokens=view.tokens)
         if self.images is not None:
-            stored = view.items
-            view.items = await self.images.resolve(stored)
-            if view.items is not stored:
-                pairs = zip(view.item_rows, view.items, stored, strict=True)
-                view.item_rows = [row if new is old else None for row, new, old in pairs]
+            # Only items that may hold an image reference are read for it: a row's JSON names the reference.
+            at = [i for i, source in enumerate(view.sources) if _may_reference(source)]
+            stored = [view.items_at(i) for i in at]
+            loaded = await self.images.resolve(stored)
+            for i, new, old in zip(at, loaded, stored, strict=True):
+                if new is not old:
+                    view.sources[i] = new
         self.last_view = view
         return view
 
@@ -372,22 +392,18 @@ class TokenAwareSession:
             )
 
         sent_rows = paired_items(row for turn in kept for row in turn.rows)
-        items: list[Item] = [summary_item(sent_summary)] if sent_summary is not None else []
-        item_rows: list[int | None] = [None] * len(items)
-        for row in sent_rows:
-            items.append(canonical(row.item))
-            item_rows.append(row.id)
+        sources: list[Item | db.ContextRow] = [summary_item(sent_summary)] if sent_summary is not None else []
+        sources.extend(sent_rows)
         cut_tokens = 0
         if not kept and dropped:
             # Even the newest turn alone is over the budget (a huge answer): the model gets it cut to fit rather
             # than no memory of it at all. Its rows stay whole in storage.
             newest = dropped.pop()
             cut = self._cut_to_fit([row.item for row in paired_items(newest.rows)], self.budget - summary_tokens)
-            items.extend(cut)
-            item_rows.extend([None] * len(cut))
+            sources.extend(cut)
             cut_tokens = sum(self.store.counter.count_item(item) for item in cut)
         return ContextView(
-            items=items,
+            sources=sources,
             tokens=summary_tokens + sum(r.tokens for r in sent_rows) + cut_tokens,
             limit=self.context_window,
             budget=self.budget,
@@ -399,7 +415,6 @@ class TokenAwareSession:
             dropped_turns=len(dropped),
             dropped_through_seq=dropped[-1].seq if dropped else None,
             summarized_now=summarized_now,
-            item_rows=item_rows,
         )
 
     async def repair(self) -> list[str]:
@@ -620,6 +635,15 @@ def _merged(
     known = {r.id for r in history}
     rows = history + [r for r in run_rows if r.id not in known]
     return [r.with_tokens(updates[r.id]) if r.id in updates else r for r in rows]
+
+
+def _may_reference(source: Item | db.ContextRow) -> bool:
+    """Whether an item of the view may hold an image reference (`chinwag-file:<id>`); a stored row not decoded yet
+    is known not to when its JSON text does not name one."""
+    if isinstance(source, dict):
+        return True
+    raw = source.raw
+    return raw is None or REFERENCE_PREFIX in raw
 
 
 def _is_model_output(item: Item) -> bool:
