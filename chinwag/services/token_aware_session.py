@@ -11,7 +11,6 @@ the view sent.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -119,9 +118,6 @@ class ContextView:
     dropped_turns: int
     dropped_through_seq: int | None
     summarized_now: bool = False
-    turns: list[Turn] = dataclasses.field(default_factory=list, repr=False)
-    """The turns the history was grouped into (before any was dropped), for `record_usage` to fit the next view
-    from without grouping again."""
 
     @property
     def items(self) -> list[Item]:
@@ -198,6 +194,8 @@ class TokenAwareSession:
         """The history `last_view` was fitted from, while nothing but this session's own appends changed it since
         (a summary, a pop, a clear, a repair or a rewrite forget it): `record_usage` works from it instead of
         reading and walking the whole history again."""
+        self._turns: list[Turn] | None = None
+        """`_read`'s rows grouped into turns (while `_read` holds): `record_usage` groups only the run's rows anew."""
         self.images = images
         """Images of the run: stored as references to their files, sent as data URLs."""
         self.defer_next_write = defer_first_write
@@ -346,14 +344,17 @@ class TokenAwareSession:
         *,
         summarize: bool = False,
         fetched: tuple[db.ContextState, list[db.ContextRow]] | None = None,
+        grouped: list[Turn] | None = None,
     ) -> ContextView:
         """The fitted view; summarizing (with the model) only when `summarize` is true and the history is past the
         threshold. Without it this only reads, and is what `GET /sessions/{id}/context` shows. `fetched` is what
-        `PostgresSession.unsummarized()` returned, when the caller has read it already."""
+        `PostgresSession.unsummarized()` returned, when the caller has read it already; `grouped`, its rows as
+        `group_turns` groups them, when known."""
         await self.flush()
         state, rows = fetched if fetched is not None else await self.store.unsummarized()
         self._read = (state, rows)
-        turns = group_turns(rows)
+        turns = grouped if grouped is not None else group_turns(rows)
+        self._turns = turns
         summary, through = state.summary, state.summarized_through_seq
         summary_tokens = self._summary_tokens(summary)
         summarized_now = False
@@ -485,7 +486,10 @@ class TokenAwareSession:
             async with self.store.pool.acquire() as conn:
                 await db.set_item_tokens(conn, updates=sorted(updates.items()))
         if read is not None and self._read is read:
-            view = await self.view(fetched=(read[0], _merged(read[1], run_rows, updates)))
+            history = read[1]
+            new = [r.with_tokens(updates[r.id]) if r.id in updates else r for r in _after(history, run_rows)]
+            turns = _extended(self._turns, new, updates) if self._turns is not None else None
+            view = await self.view(fetched=(read[0], _merged(history, new, updates)), grouped=turns)
         else:
             view = await self.view()
         async with self.store.pool.acquire() as conn:
@@ -628,13 +632,33 @@ def _shortened(item: Item, share: float) -> Item:
     return {"type": "message", "role": role, "content": text}
 
 
-def _merged(
-    history: list[db.ContextRow], run_rows: list[db.ContextRow], updates: dict[int, int]
-) -> list[db.ContextRow]:
-    """The history as stored now: the rows read before the run and the run's own, with the counts just written."""
-    known = {r.id for r in history}
-    rows = history + [r for r in run_rows if r.id not in known]
-    return [r.with_tokens(updates[r.id]) if r.id in updates else r for r in rows]
+def _after(history: list[db.ContextRow], run_rows: list[db.ContextRow]) -> list[db.ContextRow]:
+    """The run's rows that are not in the history read before it (rows are in id order)."""
+    last = history[-1].id if history else None
+    return [r for r in run_rows if last is None or r.id > last]
+
+
+def _merged(history: list[db.ContextRow], new: list[db.ContextRow], updates: dict[int, int]) -> list[db.ContextRow]:
+    """The history as stored now: the rows read before the run with the counts just written, and the run's own."""
+    if not any(r.id in updates for r in history):
+        return history + new
+    return [r.with_tokens(updates[r.id]) if r.id in updates else r for r in history] + new
+
+
+def _extended(turns: list[Turn], new: list[db.ContextRow], updates: dict[int, int]) -> list[Turn] | None:
+    """`group_turns` of the history with `new` rows appended, from the history's turns: only the last turn and the
+    new rows are grouped again (counts in `updates` applied). None when a new row answers a call of an earlier
+    turn (grouping would merge across turns: the caller groups everything)."""
+    if not turns:
+        return group_turns(new)
+    head = turns[:-1]
+    answered = {r.output_id for r in new if r.output_id is not None}
+    if answered and any(r.call_id in answered for turn in head for r in turn.rows):
+        return None
+    tail = [r.with_tokens(updates[r.id]) if r.id in updates else r for r in turns[-1].rows]
+    if any(r.id in updates for turn in head for r in turn.rows):
+        head = [Turn(rows=[r.with_tokens(updates[r.id]) if r.id in updates else r for r in t.rows]) for t in head]
+    return head + group_turns(tail + new)
 
 
 def _may_reference(source: Item | db.ContextRow) -> bool:

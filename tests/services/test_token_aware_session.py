@@ -639,3 +639,30 @@ async def test_a_newest_turn_over_the_budget_is_sent_cut_not_dropped(pool: async
     # Storage keeps the whole answer.
     stored = await tas.get_items(limit=10)
     assert stored[-1] == assistant(words(300, "a1"))
+
+
+async def test_the_next_view_fitted_from_the_first_views_turns_is_a_fresh_reads(
+    pool: asyncpg.Pool, session_id: str, db: asyncpg.Connection
+) -> None:
+    """`record_usage` groups only the run's rows anew: with tool calls, a call of an earlier turn answered by the
+    run (its turns merge), and a budget that drops turns, its view is still the one a fresh read fits."""
+    tas = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=1000)
+    await three_turns(tas)
+    await tas.add_items(as_items(user("ask"), call("open")))  # a call left open in turn 4
+    for budget_window, answered in ((1000, False), (1000, True), (160, False)):
+        run = TokenAwareSession.open(pool, session_id, counter=COUNTER, context_window=budget_window, reserve_tokens=0)
+        await run.get_items()
+        produced = [output("open", "late"), assistant("done")] if answered else [assistant(words(6))]
+        await run.add_items(as_items(user(words(3)), *produced))
+        view = await run.record_usage(input_tokens=300, output_tokens=20, overhead_tokens=10)
+        fresh = await TokenAwareSession.open(
+            pool, session_id, counter=COUNTER, context_window=budget_window, reserve_tokens=0
+        ).view()
+        assert (view.tokens, view.items, view.row_ids, view.kept_turns, view.dropped_turns) == (
+            fresh.tokens,
+            fresh.items,
+            fresh.row_ids,
+            fresh.kept_turns,
+            fresh.dropped_turns,
+        )
+        check_pairs(view.items)
