@@ -379,10 +379,14 @@ class TokenAwareSession:
         else:
             sent_summary = summary
 
-        kept = list(turns)
-        dropped: list[Turn] = []
-        while kept and summary_tokens + sum(t.tokens for t in kept) > self.budget:
-            dropped.append(kept.pop(0))
+        # Each turn's size summed once (a running total, not a sum over the kept turns per dropped one).
+        sizes = [t.tokens for t in turns]
+        kept_tokens = sum(sizes)
+        first = 0
+        while first < len(turns) and summary_tokens + kept_tokens > self.budget:
+            kept_tokens -= sizes[first]
+            first += 1
+        kept, dropped = turns[first:], turns[:first]
         if dropped:
             logger.info(
                 "session %s: %d oldest turns (%d tokens) dropped to fit %d tokens",
@@ -392,7 +396,9 @@ class TokenAwareSession:
                 self.budget,
             )
 
-        sent_rows = paired_items(row for turn in kept for row in turn.rows)
+        kept_rows = [row for turn in kept for row in turn.rows]
+        sent_rows = paired_items(kept_rows)
+        sent_tokens = kept_tokens if len(sent_rows) == len(kept_rows) else sum(r.tokens for r in sent_rows)
         sources: list[Item | db.ContextRow] = [summary_item(sent_summary)] if sent_summary is not None else []
         sources.extend(sent_rows)
         cut_tokens = 0
@@ -405,7 +411,7 @@ class TokenAwareSession:
             cut_tokens = sum(self.store.counter.count_item(item) for item in cut)
         return ContextView(
             sources=sources,
-            tokens=summary_tokens + sum(r.tokens for r in sent_rows) + cut_tokens,
+            tokens=summary_tokens + sent_tokens + cut_tokens,
             limit=self.context_window,
             budget=self.budget,
             summary=summary,
