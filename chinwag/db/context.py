@@ -126,6 +126,10 @@ class ContextState:
     context_tokens: int
     summary_failed_through_seq: int | None = None
     """The boundary of the last summary the model failed to make (not asked for again until the history moves)."""
+    version: str | None = None
+    """The version of the session row this was read at (its `xmin`: the transaction that last changed it), where
+    the read selects it. The same version later means nothing changed the session row in between, and every write
+    to a session's Layer 1 or branch changes it or happens in a run whose end does (see `runs.start_with_message`)."""
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ContextState:
@@ -135,6 +139,7 @@ class ContextState:
             summarized_through_seq=row["summarized_through_seq"],
             context_tokens=row["context_tokens"],
             summary_failed_through_seq=row["summary_failed_through_seq"],
+            version=row.get("version"),
         )
 
 
@@ -311,10 +316,12 @@ async def get_state(conn: Conn, *, session_id: str, user_id: str | None = None) 
 
 
 async def unsummarized(conn: Conn, *, session_id: str) -> tuple[ContextState, list[ContextRow]] | None:
-    """`get_state` and the items of the active branch its summary does not cover (after `summarized_through_seq`),
-    in one statement: one round trip, one snapshot. None if the session does not exist."""
+    """`get_state` (with the session row's `version`) and the items of the active branch its summary does not cover
+    (after `summarized_through_seq`), in one statement: one round trip, one snapshot. None if the session does not
+    exist."""
     records = await conn.fetch(
         "SELECT s.model, s.summary, s.summarized_through_seq, s.context_tokens, s.summary_failed_through_seq,"
+        " s.xmin::text AS version,"
         " i.id, i.raw, i.tokens, i.turn_seq, i.message_seq, i.tokens_exact, i.role, i.call_id, i.output_id"
         " FROM sessions s LEFT JOIN LATERAL ("
         " SELECT i.id, i.item::text AS raw, i.tokens, i.turn_seq, i.message_seq, i.tokens_exact, " + _FACTS + ""
@@ -329,9 +336,9 @@ async def unsummarized(conn: Conn, *, session_id: str) -> tuple[ContextState, li
     # The items stay JSON text (decoded when read: most are in the history cache already); grouping and fitting
     # use the facts selected beside them.
     rows = [
-        ContextRow(r[5], None, r[7], r[8], r[9], r[10], raw=r[6], facts=(r[11], r[12], r[13]))
+        ContextRow(r[6], None, r[8], r[9], r[10], r[11], raw=r[7], facts=(r[12], r[13], r[14]))
         for r in records
-        if r[5] is not None
+        if r[6] is not None
     ]
     return ContextState.from_record(records[0]), rows
 

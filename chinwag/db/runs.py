@@ -32,6 +32,16 @@ class RunRecord:
     user_message_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What `start_with_message` wrote, and the session row's versions before and after it."""
+
+    run: RunRecord
+    user: Message
+    answer: Message
+    session_versions: tuple[str, str]
+
+
 class RunSlotTaken(Exception):
     """Another run of the session is running."""
 
@@ -80,13 +90,14 @@ async def start_with_message(
     client_id: str | None,
     owner: str | None,
     content: str,
-) -> tuple[RunRecord, Message, Message]:
+) -> Started:
     """Take the session's run slot for the process `owner` (its heartbeat starts now), append the user message and
     the run's assistant message under it (empty, `streaming`; seqs from `sessions.message_count`, as
     `messages.append_message` allocates them) and show the run as the session's active one: ONE statement, one
-    round trip, one commit, atomic without a transaction. Returns the run, the user message and the assistant
-    message. Raises `RunSlotTaken` (a run is active) or `DuplicateClientId` (the unique indexes of `runs`); then
-    nothing is written."""
+    round trip, one commit, atomic without a transaction. Returns the run, the user message, the assistant message
+    and the versions of the session row before and after it (its `xmin`: a Layer 1 read that saw either is current
+    for the run, see `ContextState.version`). Raises `RunSlotTaken` (a run is active) or
+    `DuplicateClientId` (the unique indexes of `runs`); then nothing is written."""
     run_id, message_id, answer_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     try:
         rows = await db.fetch(
@@ -96,15 +107,17 @@ async def start_with_message(
             " s AS ("
             " UPDATE sessions s SET message_count = s.message_count + 2, leaf_seq = s.message_count + 2,"
             " updated_at = now(), active_run_id = $1"
-            " FROM (SELECT id, leaf_seq FROM sessions WHERE id = $2 FOR UPDATE) o WHERE s.id = o.id"
-            " RETURNING s.message_count - 1 AS seq, coalesce(o.leaf_seq, 0) AS parent),"
+            " FROM (SELECT id, leaf_seq, xmin FROM sessions WHERE id = $2 FOR UPDATE) o WHERE s.id = o.id"
+            " RETURNING s.message_count - 1 AS seq, coalesce(o.leaf_seq, 0) AS parent, o.xmin::text AS before,"
+            " s.xmin::text AS after),"
             " u AS ("
             " INSERT INTO messages AS m (id, session_id, seq, parent_seq, role, content, status, run_id, client_id)"
             " SELECT $5, $2, s.seq, s.parent, 'user', $6, 'complete', r.id, $7 FROM s, r" + RETURNING_NEW + "),"
             " a AS ("
             " INSERT INTO messages AS m (id, session_id, seq, parent_seq, role, content, status, run_id)"
             " SELECT $8, $2, s.seq + 1, s.seq, 'assistant', '', 'streaming', r.id FROM s, r" + RETURNING_NEW + ")"
-            " SELECT * FROM u UNION ALL SELECT * FROM a ORDER BY seq",
+            " SELECT u.*, s.before AS version_before, s.after AS version_after FROM u, s"
+            " UNION ALL SELECT a.*, s.before, s.after FROM a, s ORDER BY seq",
             run_id,
             session_id,
             client_id,
@@ -122,11 +135,12 @@ async def start_with_message(
         raise LookupError(f"session {session_id} does not exist") from None
     if len(rows) != 2:
         raise LookupError(f"session {session_id} does not exist")
+    versions: tuple[str, str] = (rows[0]["version_before"], rows[0]["version_after"])
     user, answer = (Message.from_record(row) for row in rows)
     record = RunRecord(
         id=str(run_id), session_id=str(session_id), status="running", client_id=client_id, user_message_id=user.id
     )
-    return record, user, answer
+    return Started(run=record, user=user, answer=answer, session_versions=versions)
 
 
 async def finish(

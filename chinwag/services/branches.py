@@ -54,6 +54,8 @@ class Claimed:
     answer: Message
     """The run's assistant message: empty and `streaming` until the run ends it."""
     input_stored: bool
+    session_versions: tuple[str, str] | None = None
+    """The session row's versions before and after the claim (`runs.Started`); None after a branch change."""
 
 
 async def switch_branch(

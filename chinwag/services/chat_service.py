@@ -238,10 +238,10 @@ class ChatService:
             # Subscribed before the run is visible to other sockets (its row), so that no interrupt can be missed.
             interrupts = await RunInterrupts.listen(self.deps.bus, session.id)
             undo.push_async_callback(interrupts.close)
-            # Reads that do not depend on the slot go out with its claim (no time of their own before the request).
-            inputs = asyncio.create_task(
-                read_run_inputs(self.deps, session=session, file_ids=file_ids), name=f"run-inputs-{session.id}"
-            )
+            # The run's reads go out with the claim (no time of their own before the request); its Layer 1 history
+            # only when the claim leaves the branch as it is, and the run uses it only if it is still current.
+            reads = read_run_inputs(self.deps, session=session, file_ids=file_ids, with_history=branch is None)
+            inputs = asyncio.create_task(reads, name=f"run-inputs-{session.id}")
             undo.push_async_callback(settle, inputs)
             claimed = await self._claim_slot(session, content=content, client_id=client_id, branch=branch)
             if claimed is None:
@@ -261,6 +261,7 @@ class ChatService:
                 channel=channel,
                 interrupts=interrupts,
                 inputs=inputs,
+                session_versions=claimed.session_versions,
                 input_stored=claimed.input_stored,
             )
             task = self.supervisor.spawn(run.run(), name=f"run-{record.id}")
@@ -282,10 +283,16 @@ class ChatService:
                 return await claim_branch_run(
                     self.deps.pool, branch, session_id=sid, client_id=client_id, owner=self.instance_id, content=content
                 )
-            record, message, answer = await runs_db.start_with_message(
+            started = await runs_db.start_with_message(
                 self.deps.pool, session_id=sid, client_id=client_id, owner=self.instance_id, content=content
             )
-            return Claimed(run=record, message=message, answer=answer, input_stored=False)
+            return Claimed(
+                run=started.run,
+                message=started.user,
+                answer=started.answer,
+                input_stored=False,
+                session_versions=started.session_versions,
+            )
         except LookupError:
             raise NotFound("session not found") from None
         except runs_db.DuplicateClientId:

@@ -1,9 +1,11 @@
-"""What a run reads before its model request that does not depend on its run slot: the file context and the
-message's images. `ChatService._start` starts these reads as the claim of the slot goes out, so they take no time
-of their own on the way to the model request; the run awaits them.
+"""What a run reads before its model request, sent off with the claim of its run slot so that it takes no time of
+its own on the way to the model request: the file context and the message's images, which do not depend on the
+slot, and the Layer 1 history, which does: it is the run's only if the session row's version it was read at is the
+one the claim took the slot over or the one it made (`ContextState.version`); otherwise the run reads it again.
+The run awaits them.
 
 ```python
-inputs = asyncio.create_task(read_run_inputs(deps, session=session, file_ids=file_ids))
+inputs = asyncio.create_task(read_run_inputs(deps, session=session, file_ids=file_ids, with_history=True))
 ...  # claim the slot; a refused claim settles the task
 prepared = await inputs
 ```
@@ -16,11 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from chinwag.db import context as context_db
 from chinwag.schemas.sessions import Session
 from chinwag.services.agent_builder import FILE_BUDGET_SHARE, RunDeps
 from chinwag.services.file_context import FileContext, build_file_context
 from chinwag.services.file_service import FileStore
 from chinwag.services.images import ImageParts, image_files
+
+History = tuple[context_db.ContextState, list[context_db.ContextRow]]
+"""The Layer 1 history as `PostgresSession.unsummarized` reads it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +37,24 @@ class RunInputs:
     images: ImageParts
     image_parts: list[dict[str, Any]]
     """The message's own images, as the model gets them."""
+    history: History | None = None
+    """The Layer 1 history as read before the claim (when asked for): see `current_history`."""
+
+    def current_history(self, claimed: tuple[str, str] | None) -> History | None:
+        """The history read with the claim, if it is current for the run: read at the session row's version the
+        claim took the slot over (nothing changed the session before the claim), or at the one the claim made (the
+        read came after it). `claimed`: those two versions; None (a branch claim) is never current."""
+        if self.history is None or claimed is None:
+            return None
+        state, _ = self.history
+        return self.history if state.version is not None and state.version in claimed else None
 
 
-async def read_run_inputs(deps: RunDeps, *, session: Session, file_ids: Sequence[str]) -> RunInputs:
-    """The file context and the message's images, read at once on separate pool connections."""
+async def read_run_inputs(
+    deps: RunDeps, *, session: Session, file_ids: Sequence[str], with_history: bool = False
+) -> RunInputs:
+    """The file context, the message's images and (`with_history`) the Layer 1 history, read at once on separate
+    pool connections."""
     catalog = deps.llm.catalog
     images = ImageParts(
         pool=deps.pool,
@@ -42,7 +62,7 @@ async def read_run_inputs(deps: RunDeps, *, session: Session, file_ids: Sequence
         session_id=session.id,
         vision=catalog.accepts_images(session.model),
     )
-    files, image_parts = await asyncio.gather(
+    files, image_parts, history = await asyncio.gather(
         build_file_context(
             pool=deps.pool,
             session_id=session.id,
@@ -51,13 +71,25 @@ async def read_run_inputs(deps: RunDeps, *, session: Session, file_ids: Sequence
             counter=deps.llm.counter,
         ),
         _message_images(deps, images, session_id=session.id, file_ids=file_ids),
+        _history(deps, session.id) if with_history else _nothing(),
         return_exceptions=True,
     )
     if isinstance(files, BaseException):
         raise files
     if isinstance(image_parts, BaseException):
         raise image_parts
-    return RunInputs(files=files, images=images, image_parts=image_parts)
+    if isinstance(history, BaseException):
+        history = None  # the run reads it again, and meets the error there if it lasts
+    return RunInputs(files=files, images=images, image_parts=image_parts, history=history)
+
+
+async def _history(deps: RunDeps, session_id: str) -> History | None:
+    async with deps.pool.acquire() as conn:
+        return await context_db.unsummarized(conn, session_id=session_id)
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _message_images(
@@ -69,9 +101,9 @@ async def _message_images(
     return await images.message_parts(files)
 
 
-async def settle(task: asyncio.Task[Any]) -> None:
-    """Cancel `task` if it still runs and wait for it to end; what it raised is dropped (its owner no longer needs
-    its result). A cancellation of the caller itself still propagates."""
+async def settle(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` (a task or a future) if it still runs and wait for it to end; what it raised is dropped (its
+    owner no longer needs its result). A cancellation of the caller itself still propagates."""
     if not task.done():
         task.cancel()
     await asyncio.wait([task])

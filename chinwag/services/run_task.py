@@ -22,7 +22,6 @@ from agents import Agent, MaxTurnsExceeded, RunConfig, Runner, RunResultStreamin
 from agents.exceptions import ModelBehaviorError
 from agents.models.interface import ModelProvider
 
-from chinwag.db import context as context_db
 from chinwag.observability.context import run_id_var
 from chinwag.observability.observer import RunObservation
 from chinwag.schemas.messages import Message
@@ -39,7 +38,7 @@ from chinwag.services.run_events import (
     classify_error,
     provider_message,
 )
-from chinwag.services.run_inputs import RunInputs, settle
+from chinwag.services.run_inputs import History, RunInputs, settle
 from chinwag.services.run_state import (
     RunState,
     keep_partial_turn,
@@ -83,7 +82,7 @@ class _Prepared(NamedTuple):
 
     inputs: RunInputs
     store: PostgresSession
-    history: asyncio.Task[tuple[context_db.ContextState, list[context_db.ContextRow]]]
+    history: asyncio.Future[History]
 
 
 class ChatRun:
@@ -100,6 +99,7 @@ class ChatRun:
         channel: RunChannel,
         interrupts: RunInterrupts,
         inputs: asyncio.Task[RunInputs],
+        session_versions: tuple[str, str] | None = None,
         input_stored: bool = False,
     ) -> None:
         self.deps = deps
@@ -110,7 +110,9 @@ class ChatRun:
         self.run_id = channel.run_id
         self._inputs = inputs
         """The reads `ChatService._start` began with the claim (`run_inputs.py`): the run awaits and settles them."""
-        self._history: asyncio.Task[Any] | None = None
+        self._session_versions = session_versions
+        """The session row's versions before and after the claim of the run's slot (`RunInputs.current_history`)."""
+        self._history: asyncio.Future[History] | None = None
         self.input_stored = input_stored
         """Layer 1 holds the user message already (a regenerated answer): the run sends the model no new input."""
         self.window = deps.llm.catalog.context_window(session.model)
@@ -245,15 +247,22 @@ class ChatRun:
             )
 
     async def _set_up(self) -> _Prepared:
-        """`assistant_start` (its row exists already), the read of the Layer 1 history sent off (the agent is built
-        while it is in flight), and the run's inputs, read since the claim."""
+        """`assistant_start` (its row exists already), then the run's inputs, read since the claim. The Layer 1
+        history read with them is used if it is still current; otherwise it is read again, and the agent is built
+        while that read is in flight."""
         await self.channel.emit(AssistantStart(message_id=self.answer.id))
         store = PostgresSession(
             self.deps.pool, self.session.id, counter=self.deps.llm.counter, turn_seq=self.user_message.seq
         )
         store.answer_seq = self.answer.seq  # what the run adds to Layer 1 belongs to this answer
-        self._history = asyncio.create_task(store.unsummarized(), name=f"run-history-{self.run_id}")
-        return _Prepared(inputs=await self._inputs, store=store, history=self._history)
+        inputs = await self._inputs
+        history = inputs.current_history(self._session_versions)
+        if history is not None:
+            self._history = asyncio.get_running_loop().create_future()
+            self._history.set_result(history)
+        else:
+            self._history = asyncio.create_task(store.unsummarized(), name=f"run-history-{self.run_id}")
+        return _Prepared(inputs=inputs, store=store, history=self._history)
 
     async def _stream(self, prepared: _Prepared) -> None:
         acquire = self.deps.mcp.acquire if self.deps.mcp is not None else no_mcp
