@@ -84,8 +84,6 @@ class ContextRow:
         theirs = (other.id, other.tokens, other.turn_seq, other.message_seq, other.exact)
         return mine == theirs and self.item == other.item
 
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         return f"ContextRow(id={self.id!r}, tokens={self.tokens!r}, turn_seq={self.turn_seq!r}, role={self.role!r})"
 

@@ -20,11 +20,13 @@ message by the converter, or share a call id with it), the model gives the SDK t
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
+from agents import TResponseInputItem
 from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.run_internal.items import strip_internal_input_item_metadata
 from agents.util._json import _to_dump_compatible
@@ -190,17 +192,15 @@ class History:
         last = self._values[-1]
         return _is_user_message(last) if isinstance(last, dict) else last.role == "user"
 
+    def _encode_group(self, encode: Encode, group: _Group) -> bytes:
+        return encode([self._item(value) for value in group.values])
+
     def encoded(self, how: Hashable, encode: Encode) -> list[bytes]:
         """The history's groups as request JSON, each encoded once per `how` while its rows stay cached."""
         parts: list[bytes] = []
         for group in self.groups():
-            if group.rows is None:
-                made = encode([self._item(value) for value in group.values])
-            else:
-                made = self.cache.get(
-                    (how, group.rows),
-                    lambda group=group: encode([self._item(value) for value in group.values]),  # type: ignore[misc]
-                )
+            make = functools.partial(self._encode_group, encode, group)
+            made = make() if group.rows is None else self.cache.get((how, group.rows), make)
             if made:
                 parts.append(made)
         return parts
@@ -258,7 +258,8 @@ def identity_key(item: Mapping[str, Any]) -> str | None:
 
 def prepared(items: Iterable[Item]) -> list[Any]:
     """Items as the SDK's input handling leaves them for its model: session metadata stripped, plain JSON data."""
-    return [_to_dump_compatible(strip_internal_input_item_metadata(item)) for item in items]  # type: ignore[arg-type]
+    # The items are the SDK's input items as JSON (what Layer 1 stores): the SDK's own type for them.
+    return [_to_dump_compatible(strip_internal_input_item_metadata(cast(TResponseInputItem, item))) for item in items]
 
 
 def _default(value: Any) -> Any:

@@ -260,6 +260,8 @@ class LeanChoice(Choice):
 class LeanChatCompletionChunk(ChatCompletionChunk):
     """`ChatCompletionChunk` whose choices have `LeanChoiceDelta`s (see there)."""
 
+    # Pydantic's way to validate into subclasses is to narrow the field; mypy calls any narrowing of a mutable list
+    # field unsafe, and no other spelling keeps the stock class's field, dumps and extras.
     choices: list[LeanChoice]  # type: ignore[assignment]
 
 

@@ -142,7 +142,7 @@ async def _bodies(
 
 
 @pytest.mark.parametrize("api", APIS)
-async def test_a_history_item_sends_what_the_sdk_sends_for_its_items(api: str) -> None:
+async def test_a_history_item_sends_what_the_sdk_sends_for_its_items(api: str, monkeypatch: pytest.MonkeyPatch) -> None:
     items = _history_items(40)
     replies = (call("lookup", {"city": "Rome"}, text="Checking."), say("Sunny in Rome."))
     stock = await _bodies(api, items, replies, lean=False, cache=None, runs=2)
@@ -158,7 +158,7 @@ async def test_a_history_item_sends_what_the_sdk_sends_for_its_items(api: str) -
 
         return original(key, making)
 
-    cache.get = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(cache, "get", counted)
     lean = await _bodies(api, items, replies, lean=True, cache=cache, runs=2)
     assert lean == stock
     # Every stored group was encoded once, in the first model call; the other three found it in the cache.

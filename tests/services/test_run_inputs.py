@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
+from chinwag.config import Settings
 from chinwag.db.context import ContextRow, ContextState
 from chinwag.services.file_context import FileContext
+from chinwag.services.file_service import FileStore
+from chinwag.services.images import ImageParts
 from chinwag.services.run_inputs import History, RunInputs, settle
 
 
-def _inputs(history: History | None) -> RunInputs:
-    return RunInputs(files=FileContext(), images=None, image_parts=[], history=history)  # type: ignore[arg-type]
+def _make(history: History | None, pool: asyncpg.Pool, settings: Settings) -> RunInputs:
+    images = ImageParts(pool=pool, store=FileStore.from_settings(settings), session_id="s", vision=False)
+    return RunInputs(files=FileContext(), images=images, image_parts=[], history=history)
 
 
 def _history(version: str | None) -> History:
@@ -20,7 +25,12 @@ def _history(version: str | None) -> History:
     return state, [ContextRow(1, {"role": "user", "content": "hi"}, 1, 1)]
 
 
-def test_the_history_read_before_the_claim_is_used_only_at_the_claimed_version() -> None:
+def test_the_history_read_before_the_claim_is_used_only_at_the_claimed_version(
+    app_pool: asyncpg.Pool, settings: Settings
+) -> None:
+    def _inputs(history: History | None) -> RunInputs:
+        return _make(history, app_pool, settings)
+
     read = _history("1234")
     assert _inputs(read).current_history(("1234", "1250")) is read  # read before the claim, nothing between
     assert _inputs(read).current_history(("1200", "1234")) is read  # read after the claim, which made 1234
