@@ -65,6 +65,7 @@ async def test_runs_past_the_per_user_limit_are_rate_limited(
         assert frame["code"] == "rate_limited"
         assert frame["retryable"] is True
         await waiting.ping()
+        await fake.wait_for_requests(1)  # the busy run has taken its script: the next one is the idle run's
         await running.send({"type": "interrupt"})
         await running.until("assistant_end")
         fake.script(say("now it is your turn"))
