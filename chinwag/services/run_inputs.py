@@ -24,6 +24,7 @@ from chinwag.services.agent_builder import FILE_BUDGET_SHARE, RunDeps
 from chinwag.services.file_context import FileContext, build_file_context
 from chinwag.services.file_service import FileStore
 from chinwag.services.images import ImageParts, image_files
+from chinwag.services.postgres_session import PostgresSession
 
 History = tuple[context_db.ContextState, list[context_db.ContextRow]]
 """The Layer 1 history as `PostgresSession.unsummarized` reads it."""
@@ -71,7 +72,7 @@ async def read_run_inputs(
             counter=deps.llm.counter,
         ),
         _message_images(deps, images, session_id=session.id, file_ids=file_ids),
-        _history(deps, session.id) if with_history else _nothing(),
+        PostgresSession(deps.pool, session.id, counter=deps.llm.counter).unsummarized() if with_history else _nothing(),
         return_exceptions=True,
     )
     if isinstance(files, BaseException):
@@ -81,11 +82,6 @@ async def read_run_inputs(
     if isinstance(history, BaseException):
         history = None  # the run reads it again, and meets the error there if it lasts
     return RunInputs(files=files, images=images, image_parts=image_parts, history=history)
-
-
-async def _history(deps: RunDeps, session_id: str) -> History | None:
-    async with deps.pool.acquire() as conn:
-        return await context_db.unsummarized(conn, session_id=session_id)
 
 
 async def _nothing() -> None:

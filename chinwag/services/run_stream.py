@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 from agents import RunResultStreaming
 
@@ -53,31 +54,20 @@ async def close_tool(
         await channel.emit(ToolDone(call_id=call_id, name=tool.name, output=output, ok=ok))
 
 
+@dataclass(kw_only=True, slots=True)
 class RunStream:
     """Consumes one SDK run's events into `state` and `channel` (see the module's docstring); stops at the next
     event once `interrupted` is set."""
 
-    def __init__(
-        self,
-        *,
-        state: RunState,
-        channel: RunChannel,
-        writer: RunWriter,
-        answer_id: str,
-        tools: McpToolsLike,
-        interrupted: asyncio.Event,
-        observed: RunObservation | None,
-        output_cap: int,
-    ) -> None:
-        self.state = state
-        self.channel = channel
-        self.writer = writer
-        self.answer_id = answer_id
-        self.tools = tools
-        self.interrupted = interrupted
-        self.observed = observed
-        self.output_cap = output_cap
-        """The cap sent with each model request: a response that used all of it was cut."""
+    state: RunState
+    channel: RunChannel
+    writer: RunWriter
+    answer_id: str
+    tools: McpToolsLike
+    interrupted: asyncio.Event
+    observed: RunObservation | None
+    output_cap: int
+    """The cap sent with each model request: a response that used all of it was cut."""
 
     async def consume(self, result: RunResultStreaming) -> None:
         state, channel = self.state, self.channel
